@@ -1,0 +1,112 @@
+/* fp8moe/common.cuh - device-side basics every stage shares.
+ *
+ * CUDA error plumbing (a failed launch becomes FP8MOE_ERROR_CUDA, never an
+ * abort), the hardware conversions the kernels use (their host twins are in
+ * numeric.h and are tested against these bit for bit), and a cached read of
+ * the current device's properties (no synchronization, no allocation).
+ */
+#ifndef FP8MOE_COMMON_CUH
+#define FP8MOE_COMMON_CUH
+
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+#include <stdint.h>
+
+#include "fp8moe.h"
+
+namespace fp8moe {
+/* C++ helpers that are not part of the API live in fp8moe::detail (the C
+ * convention fp8moe__ would put a double underscore in C++ names, which C++
+ * reserves). */
+namespace detail {
+
+/* Return FP8MOE_ERROR_CUDA from the enclosing host function if a CUDA call
+ * failed; the sticky-free error state is cleared so the caller's next CUDA
+ * call is not blamed. */
+#define FP8MOE__CHECK_CUDA(expr)                          \
+  do {                                                    \
+    cudaError_t fp8moe__e = (expr);                       \
+    if (fp8moe__e != cudaSuccess) {                       \
+      (void)cudaGetLastError();                           \
+      return FP8MOE_ERROR_CUDA;                           \
+    }                                                     \
+  } while (0)
+
+/* Same, for the launch just made. */
+#define FP8MOE__CHECK_LAUNCH() FP8MOE__CHECK_CUDA(cudaGetLastError())
+
+/* What a launch needs to know about the current device. Read once per device
+ * per process: cudaGetDevice and cudaDeviceGetAttribute neither allocate nor
+ * synchronize, and the cache makes a run cost no attribute queries. */
+struct device_info {
+  int sm_count;
+  int cc;            /* major*10 + minor */
+  int max_smem_optin;
+};
+
+static inline cudaError_t current_device_info(device_info *out) {
+  enum { max_devices = 64 };
+  static device_info cache[max_devices];
+  static int cached[max_devices];
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return e;
+  if (dev >= 0 && dev < max_devices && cached[dev]) { *out = cache[dev]; return cudaSuccess; }
+  device_info d;
+  int major = 0, minor = 0;
+  if ((e = cudaDeviceGetAttribute(&d.sm_count, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess) return e;
+  if ((e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev)) != cudaSuccess) return e;
+  if ((e = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev)) != cudaSuccess) return e;
+  if ((e = cudaDeviceGetAttribute(&d.max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) != cudaSuccess)
+    return e;
+  d.cc = major * 10 + minor;
+  if (dev >= 0 && dev < max_devices) { cache[dev] = d; cached[dev] = 1; }
+  *out = d;
+  return cudaSuccess;
+}
+
+static inline int ceil_div(long long a, long long b) { return (int)((a + b - 1) / b); }
+
+/* ---- conversions (device) ---- */
+
+static __device__ __forceinline__ float bf16_bits_to_float(uint16_t b) {
+  return __uint_as_float((uint32_t)b << 16);
+}
+
+static __device__ __forceinline__ uint16_t float_to_bf16_bits(float f) {
+  __nv_bfloat16 h = __float2bfloat16_rn(f);
+  return *reinterpret_cast<uint16_t *>(&h);
+}
+
+static __device__ __forceinline__ float e4m3_to_float(uint8_t v) {
+  __half_raw h = __nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)v, __NV_E4M3);
+  return __half2float(*reinterpret_cast<__half *>(&h));
+}
+
+/* Round to nearest even, saturate to +-448, NaN -> 0x7F (cvt.rn.satfinite). */
+static __device__ __forceinline__ uint8_t float_to_e4m3(float f) {
+  return (uint8_t)__nv_cvt_float_to_fp8(f, __NV_SATFINITE, __NV_E4M3);
+}
+
+/* Two at once: low byte from lo, high byte from hi. */
+static __device__ __forceinline__ uint16_t float2_to_e4m3x2(float lo, float hi) {
+  return (uint16_t)__nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3);
+}
+
+static __device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+static __device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+} // namespace detail
+} // namespace fp8moe
+
+#endif /* FP8MOE_COMMON_CUH */

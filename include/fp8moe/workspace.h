@@ -1,0 +1,85 @@
+/* fp8moe/workspace.h - where every scratch buffer of a run lives.
+ *
+ * One function, fp8moe_workspace_layout(), computes every offset from
+ * (T, E, K, H, I); name_workspace_size() and name_run*() both call it, so the
+ * size a caller allocates and the offsets a run uses cannot disagree. A run
+ * lays the buffers out for its own num_tokens, which needs no more bytes than
+ * the max_tokens the workspace was sized for (the size grows with T).
+ *
+ * Rows of the grouped GEMMs are (token, slot) pairs sorted by local expert,
+ * unpadded: row r of expert e is expert_offset[e] + i. The GEMMs mask the
+ * last partial tile of each expert instead of padding it, so the workspace is
+ * proportional to T*K, not to T*K + E*tile.
+ *
+ *   buffer          type   shape                 written by
+ *   slot_expert     int32  [T*K]   local expert of (t,k), or -1   decode/route
+ *   slot_weight     fp32   [T*K]   routing weight of (t,k)        decode/route
+ *   slot_row        int32  [T*K]   GEMM row of (t,k), or -1       permute
+ *   row_slot        int32  [T*K]   t*K + k of each GEMM row       permute
+ *   expert_count    int32  [E]     rows per local expert          decode/route (atomics)
+ *   expert_offset   int32  [E+1]   exclusive scan of the counts   scan
+ *   x_perm          fp8    [T*K, H]      gathered activations     permute
+ *   x_perm_scale    fp32   [H/128, ld]   their scales, transposed permute
+ *   act             fp8    [T*K, I]      SwiGLU output, requantized  GEMM1
+ *   act_scale       fp32   [I/128, ld]   its scales, transposed      GEMM1
+ *   y               bf16   [T*K, H]      GEMM2 output per row        GEMM2
+ *
+ * ld = T*K rounded up to 4 (16-byte strides for TMA). y reuses the bytes of
+ * x_perm (dead once GEMM1 has run).
+ */
+#ifndef FP8MOE_WORKSPACE_H
+#define FP8MOE_WORKSPACE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Every buffer starts on this boundary (TMA wants 128 bytes; 256 matches
+ * cudaMalloc). The workspace pointer itself must be aligned to it. */
+#define FP8MOE_WORKSPACE_ALIGN 256
+
+typedef struct fp8moe_workspace_layout {
+  size_t rows;          /* T*K: GEMM rows at most */
+  size_t scale_ld;      /* leading dimension of the transposed scale buffers */
+  size_t slot_expert, slot_weight, slot_row, row_slot;
+  size_t expert_count, expert_offset;
+  size_t x_perm, x_perm_scale, act, act_scale, y;
+  size_t total;         /* bytes */
+} fp8moe_workspace_layout;
+
+static inline size_t fp8moe__align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+/* Layout for T tokens of a problem (E experts, K slots, hidden H, inter I).
+ * T < 0 is treated as 0. All arithmetic is in size_t: no int overflow for any
+ * int T on a 64-bit host. */
+static inline fp8moe_workspace_layout fp8moe_workspace_layout_for(int T, int E, int K, int H, int I) {
+  fp8moe_workspace_layout L;
+  size_t t = T > 0 ? (size_t)T : 0, e = (size_t)(E > 0 ? E : 0), k = (size_t)(K > 0 ? K : 0);
+  size_t h = (size_t)(H > 0 ? H : 0), in = (size_t)(I > 0 ? I : 0);
+  size_t rows = t * k, off = 0;
+  const size_t A = FP8MOE_WORKSPACE_ALIGN;
+  L.rows = rows;
+  L.scale_ld = fp8moe__align_up(rows, 4);
+#define FP8MOE__WS_TAKE(field, bytes) do { L.field = off; off = fp8moe__align_up(off + (bytes), A); } while (0)
+  FP8MOE__WS_TAKE(slot_expert, rows * 4);
+  FP8MOE__WS_TAKE(slot_weight, rows * 4);
+  FP8MOE__WS_TAKE(slot_row, rows * 4);
+  FP8MOE__WS_TAKE(row_slot, rows * 4);
+  FP8MOE__WS_TAKE(expert_count, e * 4);
+  FP8MOE__WS_TAKE(expert_offset, (e + 1) * 4);
+  {
+    /* x_perm + x_perm_scale, later y: one region of the larger size */
+    size_t xbytes = fp8moe__align_up(rows * h, A) + (h / 128) * L.scale_ld * 4;
+    size_t ybytes = rows * h * 2;
+    L.x_perm = off;
+    L.y = off;
+    L.x_perm_scale = off + fp8moe__align_up(rows * h, A);
+    off = fp8moe__align_up(off + (xbytes > ybytes ? xbytes : ybytes), A);
+  }
+  FP8MOE__WS_TAKE(act, rows * in);
+  FP8MOE__WS_TAKE(act_scale, (in / 128) * L.scale_ld * 4);
+#undef FP8MOE__WS_TAKE
+  L.total = off;
+  return L;
+}
+
+#endif /* FP8MOE_WORKSPACE_H */

@@ -150,13 +150,21 @@ typedef struct fp8moe_args {
 
 /* FP8MOE_DECLARE(name): the prototypes of what FP8MOE_DEFINE(name, ...) in
  * some .cu file generates; write it as a declaration, `FP8MOE_DECLARE(name);`.
+ *   name_workspace_size(max_tokens)   bytes of scratch for up to max_tokens tokens
+ *   name_run(args, ws, bytes, stream)          non-routed: router logits + method
+ *   name_run_routed(args, ws, bytes, stream)   routed: topk_packed or topk_ids + topk_weights
+ *   name_quantize_activations(x_bf16, T, x_fp8, x_scale, stream)
+ *       bf16 [T,H] -> fp8 e4m3 [T,H] + fp32 [H/128,T], scale = max(amax/448, FLT_MIN)
  * Safe in C and C++ headers. */
 #define FP8MOE_DECLARE(name)                                                              \
   FP8MOE_EXTERN_C size_t name##_workspace_size(int max_tokens);                           \
   FP8MOE_EXTERN_C fp8moe_status name##_run(const fp8moe_args *args, void *workspace,      \
                                            size_t workspace_bytes, fp8moe_stream stream); \
   FP8MOE_EXTERN_C fp8moe_status name##_run_routed(const fp8moe_args *args, void *workspace, \
-                                                  size_t workspace_bytes, fp8moe_stream stream)
+                                                  size_t workspace_bytes, fp8moe_stream stream); \
+  FP8MOE_EXTERN_C fp8moe_status name##_quantize_activations(const void *x_bf16, int num_tokens,   \
+                                                           void *x_fp8, float *x_scale,            \
+                                                           fp8moe_stream stream)
 
 #include "topk_pack.h"
 #include "numeric.h"

@@ -1,0 +1,195 @@
+/* fp8moe/fp8moe.cuh - everything, for the one .cu file that instantiates.
+ *
+ *     #include <fp8moe/fp8moe.cuh>
+ *     FP8MOE_DEFINE(dsv3, 256, 8, 7168, 2048)    // name, E, K, H, I
+ *
+ * generates, with C linkage (prototypes: FP8MOE_DECLARE(dsv3); in fp8moe.h):
+ *
+ *     size_t        dsv3_workspace_size(int max_tokens);
+ *     fp8moe_status dsv3_run(const fp8moe_args *, void *workspace, size_t bytes, cudaStream_t);        // router logits
+ *     fp8moe_status dsv3_run_routed(const fp8moe_args *, void *workspace, size_t bytes, cudaStream_t); // top-k given
+ *     fp8moe_status dsv3_quantize_activations(const void *x_bf16, int num_tokens, void *x_fp8,
+ *                                             float *x_scale, cudaStream_t);   // bf16 [T,H] -> fp8 + [H/128,T]
+ *
+ * One run is a fixed sequence of launches on the caller's stream, all scratch
+ * in the caller's workspace (layout: workspace.h), no allocation and no host
+ * synchronization, so it can be captured in a CUDA graph and replayed on new
+ * data in the same buffers:
+ *
+ *   memset(counts) -> [route] -> decode_topk -> scan -> permute_rows
+ *     -> GEMM1 (+SwiGLU +fp8 requant) -> GEMM2 -> combine
+ *
+ * Build the .cu for each GPU you target, e.g.
+ *   nvcc -std=c++17 -O3 -gencode arch=compute_89,code=sm_89 \
+ *        -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_100a,code=sm_100a ...
+ * The Hopper path (wgmma + TMA) is chosen at run time on compute capability
+ * 9.0 when the binary holds sm_90a code; every other GPU from sm_89 on runs
+ * the portable mma.sync path.
+ */
+#ifndef FP8MOE_FP8MOE_CUH
+#define FP8MOE_FP8MOE_CUH
+
+#include "fp8moe.h"
+#include "common.cuh"
+#include "gemm_params.cuh"
+#include "gemm_dispatch.cuh"
+#include "routing.cuh"
+#include "quantize.cuh"
+#include "permute.cuh"
+#include "combine.cuh"
+
+namespace fp8moe {
+namespace detail {
+
+template <int E, int K, int H, int I>
+static fp8moe_status moe_run(const fp8moe_args *a, void *workspace, size_t workspace_bytes, cudaStream_t s,
+                             int routed) {
+  static_assert(E >= 1 && E <= FP8MOE_MAX_EXPERTS, "NUM_EXPERTS must be in [1, 512]");
+  static_assert(K >= 1 && K <= E && K <= FP8MOE_MAX_TOP_K, "TOP_K must be in [1, min(NUM_EXPERTS, 16)]");
+  static_assert(H > 0 && H % FP8MOE_BLOCK == 0, "HIDDEN must be a positive multiple of 128");
+  static_assert(I > 0 && I % FP8MOE_BLOCK == 0, "INTERMEDIATE must be a positive multiple of 128");
+  const fp8moe_config cfg = {E, K, H, I};
+  fp8moe_status st = fp8moe_validate_args(&cfg, a, routed, workspace, workspace_bytes);
+  if (st != FP8MOE_OK || a->num_tokens == 0) return st;
+
+  device_info dev;
+  FP8MOE__CHECK_CUDA(current_device_info(&dev));
+  if (dev.cc < 89) return FP8MOE_ERROR_UNSUPPORTED_DEVICE;
+
+  const int T = a->num_tokens, E_loc = a->local_num_experts;
+  const fp8moe_workspace_layout L = fp8moe_workspace_layout_for(T, E, K, H, I);
+  char *ws = static_cast<char *>(workspace);
+  int *slot_expert = reinterpret_cast<int *>(ws + L.slot_expert);
+  float *slot_weight = reinterpret_cast<float *>(ws + L.slot_weight);
+  int *slot_row = reinterpret_cast<int *>(ws + L.slot_row);
+  int *row_slot = reinterpret_cast<int *>(ws + L.row_slot);
+  int *expert_count = reinterpret_cast<int *>(ws + L.expert_count);
+  int *expert_offset = reinterpret_cast<int *>(ws + L.expert_offset);
+  uint8_t *x_perm = reinterpret_cast<uint8_t *>(ws + L.x_perm);
+  float *x_perm_scale = reinterpret_cast<float *>(ws + L.x_perm_scale);
+  uint8_t *act = reinterpret_cast<uint8_t *>(ws + L.act);
+  float *act_scale = reinterpret_cast<float *>(ws + L.act_scale);
+  uint16_t *y = reinterpret_cast<uint16_t *>(ws + L.y);
+
+  FP8MOE__CHECK_CUDA(cudaMemsetAsync(expert_count, 0, sizeof(int) * (size_t)E_loc, s));
+
+  decode_params dp;
+  dp.num_slots = T * K;
+  dp.local_expert_offset = a->local_expert_offset;
+  dp.local_num_experts = E_loc;
+  dp.slot_expert = slot_expert;
+  dp.slot_weight = slot_weight;
+  dp.expert_count = expert_count;
+  dp.invalid_id_count = a->invalid_id_count;
+  if (routed) {
+    dp.packed = a->topk_packed;
+    dp.ids = a->topk_ids;
+    dp.weights = a->topk_weights;
+    dp.weights_dtype = a->topk_weights_dtype;
+  } else {
+    /* route into the slot buffers as global ids + fp32 weights, then decode them in place */
+    routing_params rp;
+    rp.logits = a->routing_logits;
+    rp.logits_dtype = a->logits_dtype;
+    rp.bias = a->routing_bias;
+    rp.bias_dtype = a->bias_dtype;
+    rp.method = a->routing_method;
+    rp.n_group = a->n_group;
+    rp.topk_group = a->topk_group;
+    rp.routed_scaling_factor = a->routed_scaling_factor;
+    rp.num_tokens = T;
+    rp.ids_out = slot_expert;
+    rp.weights_out = slot_weight;
+    if ((st = routing_launch<E, K>(rp, s)) != FP8MOE_OK) return st;
+    dp.packed = NULL;
+    dp.ids = slot_expert;
+    dp.weights = slot_weight;
+    dp.weights_dtype = FP8MOE_DTYPE_FP32;
+    dp.invalid_id_count = NULL; /* the router only produces valid ids */
+  }
+  if ((st = decode_topk_launch<E>(dp, s)) != FP8MOE_OK) return st;
+  if ((st = scan_expert_counts_launch(expert_count, expert_offset, E_loc, s)) != FP8MOE_OK) return st;
+
+  permute_params pp;
+  pp.num_tokens = T;
+  pp.x = static_cast<const uint8_t *>(a->hidden_states);
+  pp.x_scale = a->hidden_states_scale;
+  pp.slot_expert = slot_expert;
+  pp.expert_offset = expert_offset;
+  pp.cursor = expert_count;
+  pp.slot_row = slot_row;
+  pp.row_slot = row_slot;
+  pp.x_perm = x_perm;
+  pp.x_perm_scale = x_perm_scale;
+  pp.scale_ld = (long long)L.scale_ld;
+  if ((st = permute_rows_launch<K, H>(pp, s)) != FP8MOE_OK) return st;
+
+  grouped_gemm_params g1;
+  g1.a = x_perm;
+  g1.a_scale = x_perm_scale;
+  g1.a_scale_ld = (long long)L.scale_ld;
+  g1.b = static_cast<const uint8_t *>(a->w1);
+  g1.b_scale = a->w1_scale;
+  g1.group_offset = expert_offset;
+  g1.num_groups = E_loc;
+  g1.m_total = T * K;
+  g1.c = act;
+  g1.c_scale = act_scale;
+  g1.c_scale_ld = (long long)L.scale_ld;
+  if ((st = grouped_gemm_launch<2 * I, H, epilogue::swiglu_quant>(g1, s)) != FP8MOE_OK) return st;
+
+  grouped_gemm_params g2 = g1;
+  g2.a = act;
+  g2.a_scale = act_scale;
+  g2.b = static_cast<const uint8_t *>(a->w2);
+  g2.b_scale = a->w2_scale;
+  g2.c = y;
+  g2.c_scale = NULL;
+  if ((st = grouped_gemm_launch<H, I, epilogue::store_bf16>(g2, s)) != FP8MOE_OK) return st;
+
+  combine_params cp;
+  cp.num_tokens = T;
+  cp.slot_row = slot_row;
+  cp.slot_weight = slot_weight;
+  cp.y = y;
+  cp.out = static_cast<uint16_t *>(a->output);
+  return combine_launch<K, H>(cp, s);
+}
+
+template <int H>
+static fp8moe_status quantize_run(const void *x_bf16, int T, void *x_fp8, float *x_scale, cudaStream_t s) {
+  if (T < 0) return FP8MOE_ERROR_INVALID_NUM_TOKENS;
+  if (T == 0) return FP8MOE_OK;
+  if (!x_bf16 || !x_fp8 || !x_scale) return FP8MOE_ERROR_NULL_ARGUMENT;
+  if (!fp8moe__aligned(x_bf16, 16) || !fp8moe__aligned(x_fp8, 16) || !fp8moe__aligned(x_scale, 4))
+    return FP8MOE_ERROR_MISALIGNED_POINTER;
+  return quantize_activations_launch<H>(x_bf16, T, x_fp8, x_scale, s);
+}
+
+} // namespace detail
+} // namespace fp8moe
+
+/* The instantiation macro: pastes the compile-time shape into the generic
+ * pipeline above; every generated symbol is name_<verb> with C linkage. */
+#define FP8MOE_DEFINE(name, NUM_EXPERTS, TOP_K, HIDDEN, INTERMEDIATE)                                         \
+  FP8MOE_DECLARE(name);                                                                                      \
+  extern "C" size_t name##_workspace_size(int max_tokens) {                                                  \
+    return fp8moe_workspace_layout_for(max_tokens, NUM_EXPERTS, TOP_K, HIDDEN, INTERMEDIATE).total;           \
+  }                                                                                                          \
+  extern "C" fp8moe_status name##_run(const fp8moe_args *args, void *workspace, size_t workspace_bytes,      \
+                                      fp8moe_stream stream) {                                                \
+    return fp8moe::detail::moe_run<NUM_EXPERTS, TOP_K, HIDDEN, INTERMEDIATE>(args, workspace, workspace_bytes, \
+                                                                             stream, 0);                      \
+  }                                                                                                          \
+  extern "C" fp8moe_status name##_run_routed(const fp8moe_args *args, void *workspace, size_t workspace_bytes, \
+                                             fp8moe_stream stream) {                                         \
+    return fp8moe::detail::moe_run<NUM_EXPERTS, TOP_K, HIDDEN, INTERMEDIATE>(args, workspace, workspace_bytes, \
+                                                                             stream, 1);                      \
+  }                                                                                                          \
+  extern "C" fp8moe_status name##_quantize_activations(const void *x_bf16, int num_tokens, void *x_fp8,      \
+                                                       float *x_scale, fp8moe_stream stream) {              \
+    return fp8moe::detail::quantize_run<HIDDEN>(x_bf16, num_tokens, x_fp8, x_scale, stream);                 \
+  }                                                                                                          \
+  static_assert(true, "FP8MOE_DEFINE(name, ...) takes a trailing semicolon")
+
+#endif /* FP8MOE_FP8MOE_CUH */

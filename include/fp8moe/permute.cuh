@@ -1,0 +1,170 @@
+/* fp8moe/permute.cuh - from (token, slot) routing to rows grouped by local expert.
+ *
+ * Three short kernels, each one pass:
+ *   1. decode_topk: the routed input (packed, or ids + fp32/bf16 weights) ->
+ *      slot_expert (local expert or -1) and slot_weight per (t, k); counts
+ *      rows per local expert (atomics) and invalid global ids (the optional
+ *      device counter). The non-routed path runs it in place over the
+ *      routing kernel's output. Ids outside [0, E) are never used as an
+ *      index: they become -1 before anything is read through them.
+ *   2. scan_expert_counts: one block, cub::BlockScan over the E_loc counts ->
+ *      expert_offset[0..E_loc]; it zeroes the counts again, which then serve
+ *      as per-expert cursors.
+ *   3. permute_rows: each local slot takes a row (offset + cursor), records
+ *      slot_row / row_slot, and copies its token's fp8 row (16-byte vectors)
+ *      and 1x128 scales into x_perm / x_perm_scale.
+ * The order of rows inside an expert depends on atomic ordering; the output
+ * does not, because every row's GEMM result is independent of where the row
+ * sits and the combine sums each token's slots in slot order.
+ */
+#ifndef FP8MOE_PERMUTE_CUH
+#define FP8MOE_PERMUTE_CUH
+
+#include <cub/block/block_scan.cuh>
+
+#include "common.cuh"
+
+namespace fp8moe {
+namespace detail {
+
+struct decode_params {
+  int num_slots;                 /* T*K */
+  int local_expert_offset, local_num_experts;
+  const int32_t *packed;         /* [T*K] or NULL */
+  const int32_t *ids;            /* [T*K] (unpacked) */
+  const void *weights;           /* [T*K] (unpacked) */
+  fp8moe_dtype weights_dtype;
+  int *slot_expert;              /* out: local expert or -1 (may alias ids) */
+  float *slot_weight;            /* out (may alias weights when fp32) */
+  int *expert_count;             /* [E_loc], zeroed before */
+  int *invalid_id_count;         /* optional */
+};
+
+template <int E>
+__global__ void decode_topk_kernel(decode_params p) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= p.num_slots) return;
+  int id;
+  float w;
+  if (p.packed) {
+    int32_t v = p.packed[i];
+    id = fp8moe_topk_id(v);
+    w = fp8moe_topk_weight(v);
+  } else {
+    id = p.ids[i];
+    w = p.weights_dtype == FP8MOE_DTYPE_BF16 ? bf16_bits_to_float(((const uint16_t *)p.weights)[i])
+                                             : ((const float *)p.weights)[i];
+  }
+  int local = -1;
+  if (id < 0 || id >= E) {
+    if (p.invalid_id_count) atomicAdd(p.invalid_id_count, 1);
+  } else {
+    int l = id - p.local_expert_offset;
+    if (l >= 0 && l < p.local_num_experts) {
+      local = l;
+      atomicAdd(&p.expert_count[l], 1);
+    }
+  }
+  p.slot_expert[i] = local;
+  p.slot_weight[i] = w;
+}
+
+/* One block; E_loc <= FP8MOE_MAX_EXPERTS = 512 = 256 threads x 2 items. */
+enum { scan_threads = 256, scan_items = 2 };
+static_assert(scan_threads * scan_items >= FP8MOE_MAX_EXPERTS, "scan covers every expert");
+
+__global__ void __launch_bounds__(scan_threads) scan_expert_counts_kernel(int *expert_count, int *expert_offset,
+                                                                         int num_experts) {
+  typedef cub::BlockScan<int, scan_threads> scan_t;
+  __shared__ typename scan_t::TempStorage tmp;
+  int v[scan_items];
+#pragma unroll
+  for (int j = 0; j < scan_items; j++) {
+    int e = threadIdx.x * scan_items + j;
+    v[j] = e < num_experts ? expert_count[e] : 0;
+  }
+  int total;
+  scan_t(tmp).ExclusiveSum(v, v, total);
+#pragma unroll
+  for (int j = 0; j < scan_items; j++) {
+    int e = threadIdx.x * scan_items + j;
+    if (e < num_experts) {
+      expert_offset[e] = v[j];
+      expert_count[e] = 0; /* becomes the cursor of permute_rows */
+    }
+  }
+  if (threadIdx.x == 0) expert_offset[num_experts] = total;
+}
+
+struct permute_params {
+  int num_tokens;
+  const uint8_t *x;              /* [T, H] */
+  const float *x_scale;          /* [H/128, T] */
+  const int *slot_expert;        /* [T*K] */
+  const int *expert_offset;      /* [E_loc + 1] */
+  int *cursor;                   /* [E_loc], zero */
+  int *slot_row;                 /* [T*K] out */
+  int *row_slot;                 /* [T*K] out */
+  uint8_t *x_perm;               /* [T*K, H] out */
+  float *x_perm_scale;           /* [H/128, scale_ld] out */
+  long long scale_ld;
+};
+
+enum { permute_threads = 128 };
+
+/* One block per (token, slot). */
+template <int K, int H>
+__global__ void __launch_bounds__(permute_threads) permute_rows_kernel(permute_params p) {
+  __shared__ int row_s;
+  const int slot = blockIdx.x;
+  const int e = p.slot_expert[slot];
+  if (threadIdx.x == 0) {
+    int r = -1;
+    if (e >= 0) {
+      r = p.expert_offset[e] + atomicAdd(&p.cursor[e], 1);
+      p.row_slot[r] = slot;
+    }
+    p.slot_row[slot] = r;
+    row_s = r;
+  }
+  __syncthreads();
+  const int r = row_s;
+  if (r < 0) return;
+  const long long t = slot / K;
+  const uint4 *src = reinterpret_cast<const uint4 *>(p.x + t * H);
+  uint4 *dst = reinterpret_cast<uint4 *>(p.x_perm + (long long)r * H);
+#pragma unroll 4
+  for (int v = threadIdx.x; v < H / 16; v += permute_threads) dst[v] = __ldg(src + v);
+  for (int b = threadIdx.x; b < H / FP8MOE_BLOCK; b += permute_threads)
+    p.x_perm_scale[b * p.scale_ld + r] = __ldg(p.x_scale + (long long)b * p.num_tokens + t);
+}
+
+template <int E>
+static inline fp8moe_status decode_topk_launch(const decode_params &p, cudaStream_t s) {
+  if (p.num_slots == 0) return FP8MOE_OK;
+  decode_topk_kernel<E><<<ceil_div(p.num_slots, 256), 256, 0, s>>>(p);
+  FP8MOE__CHECK_LAUNCH();
+  return FP8MOE_OK;
+}
+
+static inline fp8moe_status scan_expert_counts_launch(int *expert_count, int *expert_offset, int num_experts,
+                                                      cudaStream_t s) {
+  scan_expert_counts_kernel<<<1, scan_threads, 0, s>>>(expert_count, expert_offset, num_experts);
+  FP8MOE__CHECK_LAUNCH();
+  return FP8MOE_OK;
+}
+
+template <int K, int H>
+static inline fp8moe_status permute_rows_launch(const permute_params &p, cudaStream_t s) {
+  static_assert(H % 16 == 0, "rows are copied 16 bytes at a time");
+  long long slots = (long long)p.num_tokens * K;
+  if (slots == 0) return FP8MOE_OK;
+  permute_rows_kernel<K, H><<<(unsigned)slots, permute_threads, 0, s>>>(p);
+  FP8MOE__CHECK_LAUNCH();
+  return FP8MOE_OK;
+}
+
+} // namespace detail
+} // namespace fp8moe
+
+#endif /* FP8MOE_PERMUTE_CUH */

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# CI checks beyond the test command: the host tests under ASan/UBSan.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/usr/local/cuda/bin:$PATH
+b=build-asan
+[ -f "$b/build.ninja" ] || meson setup "$b" -Dsanitize_host=true -Db_sanitize=address,undefined -Db_lundef=false \
+  -Dbuildtype=debugoptimized >/dev/null
+meson compile -C "$b"
+UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
+  meson test -C "$b" --print-errorlogs --num-processes 1
+echo "host tests under ASan/UBSan:"
+scripts/criterion-summary.sh "$b/meson-logs/testlog.txt"

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The demo command (README): on a fresh Debian 12 machine with the CUDA
+# toolkit, as root. Builds the examples; with a GPU runs the non-routed
+# DeepSeek-V3 layer (examples/moe.cu) against the CPU reference; without one
+# says so and runs the CPU reference demo instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/usr/local/cuda/bin:$PATH
+need=()
+command -v meson >/dev/null || need+=(meson)
+command -v ninja >/dev/null || need+=(ninja-build)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+pkg-config --exists criterion 2>/dev/null || need+=(libcriterion-dev)
+if ((${#need[@]})); then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+build=${BUILD:-build-demo}
+[ -f "$build/build.ninja" ] || meson setup "$build" -Dtests=false -Dbench=false ${MESON_ARGS:-} >/dev/null
+if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+  meson compile -C "$build" moe demo_cpu
+  "$build/moe" "${1:-512}"
+else
+  echo "demo: no GPU on this machine; running the CPU reference demo instead (examples/demo_cpu.c)."
+  meson compile -C "$build" demo_cpu >/dev/null
+  "$build/demo_cpu"
+fi

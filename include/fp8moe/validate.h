@@ -75,8 +75,10 @@ static inline fp8moe_status fp8moe_validate_args(const fp8moe_config *c, const f
     if (a->routing_bias && !fp8moe__dtype_ok(a->bias_dtype)) return FP8MOE_ERROR_INVALID_DTYPE;
   } else {
     int packed = a->topk_packed != NULL, unpacked = a->topk_ids != NULL || a->topk_weights != NULL;
-    if (packed == unpacked) return FP8MOE_ERROR_INVALID_ROUTED_INPUT;
-    if (unpacked && (!a->topk_ids || !a->topk_weights)) return FP8MOE_ERROR_NULL_ARGUMENT;
+    /* At T = 0 the top-k tensors are empty and may be NULL (an empty
+     * framework tensor has no data pointer); giving both forms is still wrong. */
+    if (packed == unpacked && (packed || a->num_tokens > 0)) return FP8MOE_ERROR_INVALID_ROUTED_INPUT;
+    if (unpacked && (!a->topk_ids || !a->topk_weights) && a->num_tokens > 0) return FP8MOE_ERROR_NULL_ARGUMENT;
     if (unpacked && !fp8moe__dtype_ok(a->topk_weights_dtype)) return FP8MOE_ERROR_INVALID_DTYPE;
   }
   if (a->num_tokens == 0) return FP8MOE_OK; /* valid, and nothing is read or written */

@@ -1,0 +1,457 @@
+/* fp8moe/gemm_sm90_e4m3_blockscale.cuh - the Hopper (sm_90a) grouped FP8
+ * block-scale GEMM: TMA + wgmma + warp specialization + a persistent
+ * scheduler. It implements the contract of gemm_params.cuh (read that first).
+ *
+ * Design.
+ *  - One CTA per SM (grid = SM count, capped by an upper bound of the work),
+ *    384 threads: warpgroups 0 and 1 are consumers (wgmma + epilogue, 240
+ *    registers each after setmaxnreg.inc), warpgroup 2 is the producer (one
+ *    elected thread issues TMA; 24 registers after setmaxnreg.dec). ptxas
+ *    caps the whole kernel at 168 registers (65536 / 384) and allocates the
+ *    consumer branch up to the setmaxnreg.inc value; with 232 the swiglu
+ *    instantiation spilled a few bytes, with 240 nothing spills.
+ *  - A CTA tile is BM = 128 rows x BN columns; consumer warpgroup w owns rows
+ *    [64w, 64w + 64) and all BN columns. BN is one or two "chunks" of 128
+ *    columns, each a separate TMA box of B and a separate 128x128 b-scale:
+ *    store epilogues use 1 chunk (BN = 128, 6 stages) by default; swiglu_quant
+ *    always uses 2 chunks: chunk 0 = "up" rows [j0, j0+128) of B, chunk 1 =
+ *    "gate" rows [I + j0, I + j0 + 128), so every thread holds up and gate of
+ *    the same (row, column) in registers and SwiGLU is thread-local.
+ *  - Operands are K-major, 128-byte swizzled: a TMA box is 128 bytes of K
+ *    (one whole quantization block) by 128 rows, written 1024-byte aligned,
+ *    which is exactly the wgmma SW128 K-major canonical layout. A stage holds
+ *    one K block: A (16 KiB) + NCHUNK B boxes (16 KiB each), in a ring of
+ *    full/empty mbarriers (full: producer arrive + TMA bytes; empty: one
+ *    arrival per consumer warp once its wgmmas have read the stage).
+ *  - Block scales: per K block and chunk, the 4 wgmma k32 steps write a
+ *    64-register temporary (scale-d = 0 on the first), which is then promoted
+ *    into the fp32 accumulator: acc += tmp * a_scale[row] * b_scale. The
+ *    tensor core's internal accumulation therefore never spans more than 128
+ *    products. Register budget per consumer thread: NCHUNK * 64 accumulator +
+ *    64 temporary (192 for swiglu, 128 for store). A scales are read with
+ *    plain global loads, one K block ahead (a_scale_ld need not be aligned),
+ *    and rows past the group's end use scale 0.
+ *  - Persistent scheduler: work items are (group, n-tile, m-tile), ordered
+ *    group-major, then n-tile, then m-tile, so consecutive items share the
+ *    expert's weight tile (streamed from HBM once, re-read from L2). Each CTA
+ *    strides over the list; an item is decoded by a binary search over a
+ *    prefix of per-group m-tile counts built in shared memory at kernel start
+ *    from group_offset (num_groups <= 512). Empty groups own no items. When a
+ *    tile has at most 64 valid rows, warpgroup 1 skips its wgmmas (it only
+ *    keeps the barrier protocol), which halves the tensor work of decode.
+ *  - Epilogues store straight from the accumulators (bf16 pairs, fp32 pairs,
+ *    fp8 pairs), rows masked at the group end; swiglu_quant reduces the row
+ *    amax over the 4 lanes that hold a row (shuffles only) and writes the fp8
+ *    activations and one scale per (row, 128 columns).
+ *
+ * The kernel body exists only for sm_90a (__CUDA_ARCH_FEAT_SM90_ALL); built
+ * for any other target it is empty, and gemm_sm90_launch refuses devices
+ * other than cc 9.0 (FP8MOE_ERROR_UNSUPPORTED_DEVICE).
+ *
+ * Host side: the two TMA descriptors are built per call with
+ * cuTensorMapEncodeTiled, reached through cudaGetDriverEntryPointByVersion
+ * (no libcuda link), and passed as __grid_constant__ parameters, so a CUDA
+ * graph captures them with the launch. No allocation, no synchronization.
+ */
+#ifndef FP8MOE_GEMM_SM90_E4M3_BLOCKSCALE_CUH
+#define FP8MOE_GEMM_SM90_E4M3_BLOCKSCALE_CUH
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "common.cuh"
+#include "gemm_params.cuh"
+#include "numeric.h"
+#include "ptx_sm90.cuh"
+
+/* Column chunks (of 128) per CTA tile for the store epilogues: 1 gives
+ * BN = 128 with 6 pipeline stages (more tiles: better balance at decode
+ * sizes); 2 gives BN = 256 with 4 stages (half the A re-reads from L2 at
+ * prefill sizes, 192 accumulator registers). swiglu_quant always uses 2. */
+#ifndef FP8MOE_SM90_STORE_CHUNKS
+#define FP8MOE_SM90_STORE_CHUNKS 1
+#endif
+
+namespace fp8moe {
+namespace detail {
+
+enum {
+  sm90_threads = 384,          /* 2 consumer warpgroups + 1 producer warpgroup */
+  sm90_bm = 128,               /* rows per CTA tile */
+  sm90_bk = 128,               /* K per stage: one quantization block, one 128-byte swizzle row */
+  sm90_box_bytes = 128 * 128,  /* one TMA box: 128 rows x 128 bytes */
+  sm90_max_groups = 512,
+  sm90_producer_regs = 24,
+  sm90_consumer_regs = 240
+};
+
+template <int NCHUNK, int STAGES>
+struct sm90_smem_layout {
+  static constexpr int stage_bytes = (1 + NCHUNK) * sm90_box_bytes;
+  static constexpr int barriers_offset = STAGES * stage_bytes;
+  static constexpr int prefix_offset = barriers_offset + 2 * STAGES * 8;
+  static constexpr int offsets_offset = prefix_offset + (sm90_max_groups + 1) * 4;
+  static constexpr int bytes = offsets_offset + (sm90_max_groups + 1) * 4;
+  static constexpr int dynamic_bytes = bytes + 1024; /* slack to align the base to 1024 */
+};
+
+/* Tiles of 128 columns per item: swiglu always pairs up and gate. */
+template <int N, epilogue EPI>
+struct sm90_tiling {
+  static constexpr int nchunk =
+      EPI == epilogue::swiglu_quant ? 2 : (N % (128 * FP8MOE_SM90_STORE_CHUNKS) == 0 ? FP8MOE_SM90_STORE_CHUNKS : 1);
+  static constexpr int stages = nchunk == 2 ? 4 : 6;
+};
+
+template <int N, int K, epilogue EPI>
+constexpr bool gemm_sm90_supported() {
+  return N > 0 && K > 0 && N % 128 == 0 && K % 128 == 0 && (EPI != epilogue::swiglu_quant || N % 256 == 0);
+}
+
+/* One work item. */
+struct sm90_item {
+  int g;        /* group */
+  int row0;     /* first row of the tile */
+  int row_end;  /* one past the group's last row */
+  int n_tile;   /* tile index along N (swiglu: along I) */
+};
+
+/* Item w of the (group, n-tile, m-tile) list: the group is the largest g
+ * with prefix[g] * NT <= w (prefix = exclusive scan of m-tile counts), which
+ * always has rows. */
+template <int NT>
+static __device__ __forceinline__ sm90_item sm90_decode(int w, const int *prefix, const int *offs, int G) {
+  int lo = 0, hi = G - 1;
+  while (lo < hi) {
+    int mid = (lo + hi + 1) >> 1;
+    if (prefix[mid] * NT <= w) lo = mid;
+    else hi = mid - 1;
+  }
+  sm90_item it;
+  it.g = lo;
+  int local = w - prefix[lo] * NT;
+  int mcount = prefix[lo + 1] - prefix[lo];
+  it.n_tile = local / mcount;
+  it.row0 = offs[lo] + (local - it.n_tile * mcount) * sm90_bm;
+  it.row_end = offs[lo + 1];
+  return it;
+}
+
+template <int N, int K, epilogue EPI, int NCHUNK, int STAGES>
+__global__ void __launch_bounds__(sm90_threads, 1)
+    gemm_sm90_e4m3_blockscale_kernel(const __grid_constant__ CUtensorMap map_a,
+                                     const __grid_constant__ CUtensorMap map_b, const grouped_gemm_params p) {
+  static_assert(K % 128 == 0 && N % 128 == 0, "K and N are multiples of the 128 quantization block");
+  static_assert(NCHUNK == 1 || NCHUNK == 2, "1 or 2 chunks of 128 columns per tile");
+  static_assert(EPI != epilogue::swiglu_quant || (NCHUNK == 2 && N % 256 == 0), "swiglu pairs up/gate chunks");
+  static_assert(N % (128 * NCHUNK) == 0, "N is a multiple of the tile width");
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  using L = sm90_smem_layout<NCHUNK, STAGES>;
+  constexpr int KB = K / sm90_bk;
+  constexpr int BN = 128 * NCHUNK;
+  constexpr int NT = EPI == epilogue::swiglu_quant ? N / 256 : N / BN;
+  constexpr uint32_t stage_bytes = L::stage_bytes;
+
+  /* ---- shared memory: stages | full[S] empty[S] | prefix | offsets ---- */
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t *smem = (uint8_t *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+  uint64_t *full = (uint64_t *)(smem + L::barriers_offset);
+  uint64_t *empty = full + STAGES;
+  int *s_prefix = (int *)(smem + L::prefix_offset);
+  int *s_off = (int *)(smem + L::offsets_offset);
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int G = p.num_groups;
+
+  /* ---- setup: barriers, then the per-group m-tile prefix ---- */
+  if (tid == 0) {
+    for (int s = 0; s < STAGES; s++) {
+      sm90::mbar_init(&full[s], 1);
+      sm90::mbar_init(&empty[s], 8); /* one arrival per consumer warp */
+    }
+    sm90::mbar_fence_init();
+  }
+  for (int g = tid; g <= G; g += sm90_threads) {
+    int o = p.group_offset[g];
+    s_off[g] = o < 0 ? 0 : (o > p.m_total ? p.m_total : o);
+  }
+  __syncthreads();
+  if (warp == 0) {
+    const int per = (G + 31) / 32, begin = min(lane * per, G), end = min(begin + per, G);
+    int sum = 0;
+    for (int g = begin; g < end; g++) sum += (max(s_off[g + 1] - s_off[g], 0) + sm90_bm - 1) / sm90_bm;
+    int incl = sum;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      int v = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += v;
+    }
+    int run = incl - sum;
+    for (int g = begin; g < end; g++) {
+      s_prefix[g] = run;
+      run += (max(s_off[g + 1] - s_off[g], 0) + sm90_bm - 1) / sm90_bm;
+    }
+    if (lane == 31) s_prefix[G] = incl;
+  }
+  __syncthreads();
+  const int total = s_prefix[G] * NT;
+
+  if (warp >= 8) {
+    /* ---- producer warpgroup: one thread streams A and B boxes ---- */
+    sm90::setmaxnreg_dec<sm90_producer_regs>();
+    if (warp == 8 && sm90::elect_one()) {
+      sm90::tma_prefetch_map(&map_a);
+      sm90::tma_prefetch_map(&map_b);
+      int stage = 0;
+      uint32_t phase = 0;
+      for (int w = blockIdx.x; w < total; w += gridDim.x) {
+        const sm90_item it = sm90_decode<NT>(w, s_prefix, s_off, G);
+        int brow[NCHUNK];
+#pragma unroll
+        for (int c = 0; c < NCHUNK; c++)
+          brow[c] = it.g * N + (EPI == epilogue::swiglu_quant ? c * (N / 2) + it.n_tile * 128 : it.n_tile * BN + c * 128);
+        for (int kb = 0; kb < KB; kb++) {
+          sm90::mbar_wait(&empty[stage], phase ^ 1u);
+          uint8_t *st = smem + stage * stage_bytes;
+          sm90::mbar_arrive_expect_tx(&full[stage], stage_bytes);
+          sm90::tma_load_2d(st, &map_a, &full[stage], kb * sm90_bk, it.row0);
+#pragma unroll
+          for (int c = 0; c < NCHUNK; c++)
+            sm90::tma_load_2d(st + (1 + c) * sm90_box_bytes, &map_b, &full[stage], kb * sm90_bk, brow[c]);
+          if (++stage == STAGES) { stage = 0; phase ^= 1u; }
+        }
+      }
+    }
+  } else {
+    /* ---- consumer warpgroups: wgmma, promotion, epilogue ---- */
+    sm90::setmaxnreg_inc<sm90_consumer_regs>();
+    const int wg = warp / 4;               /* 0 or 1: rows [64wg, 64wg + 64) of the tile */
+    const int wrow = (warp % 4) * 16 + lane / 4;  /* this thread's first row inside the warpgroup's 64 */
+    const uint64_t desc_a0 = sm90::smem_desc_k_sw128(smem + wg * 64 * 128);
+    const uint64_t desc_b0 = sm90::smem_desc_k_sw128(smem + sm90_box_bytes);
+    float tmp[64];
+#pragma unroll
+    for (int i = 0; i < 64; i++) tmp[i] = 0.0f;
+    int stage = 0;
+    uint32_t phase = 0;
+
+    for (int w = blockIdx.x; w < total; w += gridDim.x) {
+      const sm90_item it = sm90_decode<NT>(w, s_prefix, s_off, G);
+      const bool active = it.row0 + wg * 64 < it.row_end;
+      const int r0 = it.row0 + wg * 64 + wrow, r1 = r0 + 8;
+      const bool v0 = r0 < it.row_end, v1 = r1 < it.row_end;
+      const float *bsc[NCHUNK];
+#pragma unroll
+      for (int c = 0; c < NCHUNK; c++) {
+        const int nblk = EPI == epilogue::swiglu_quant ? c * (N / 256) + it.n_tile : it.n_tile * NCHUNK + c;
+        bsc[c] = p.b_scale + ((long long)it.g * (N / 128) + nblk) * KB;
+      }
+      const float *asc0 = p.a_scale + r0, *asc1 = p.a_scale + r1;
+
+      float acc[NCHUNK][64];
+#pragma unroll
+      for (int c = 0; c < NCHUNK; c++)
+#pragma unroll
+        for (int i = 0; i < 64; i++) acc[c][i] = 0.0f;
+
+      /* scales of the next K block are loaded one block ahead */
+      float sa0n = v0 ? __ldg(asc0) : 0.0f, sa1n = v1 ? __ldg(asc1) : 0.0f;
+      float sbn[NCHUNK];
+#pragma unroll
+      for (int c = 0; c < NCHUNK; c++) sbn[c] = __ldg(bsc[c]);
+
+      for (int kb = 0; kb < KB; kb++) {
+        const float sa0 = sa0n, sa1 = sa1n;
+        float sb[NCHUNK];
+#pragma unroll
+        for (int c = 0; c < NCHUNK; c++) sb[c] = sbn[c];
+        if (kb + 1 < KB) {
+          const long long o = (long long)(kb + 1) * p.a_scale_ld;
+          sa0n = v0 ? __ldg(asc0 + o) : 0.0f;
+          sa1n = v1 ? __ldg(asc1 + o) : 0.0f;
+#pragma unroll
+          for (int c = 0; c < NCHUNK; c++) sbn[c] = __ldg(bsc[c] + kb + 1);
+        }
+
+        sm90::mbar_wait(&full[stage], phase);
+        if (active) {
+          const uint64_t soff = (uint64_t)((stage * stage_bytes) >> 4);
+#pragma unroll
+          for (int c = 0; c < NCHUNK; c++) {
+#pragma unroll
+            for (int i = 0; i < 64; i++) sm90::fence_operand(tmp[i]);
+            sm90::wgmma_fence();
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+              sm90::wgmma_m64n128k32_e4m3(tmp, desc_a0 + soff + 2 * k,
+                                          desc_b0 + soff + (uint64_t)(c * (sm90_box_bytes >> 4)) + 2 * k, k);
+            sm90::wgmma_commit();
+#pragma unroll
+            for (int i = 0; i < 64; i++) sm90::fence_operand(tmp[i]);
+            sm90::wgmma_wait<0>();
+#pragma unroll
+            for (int i = 0; i < 64; i++) sm90::fence_operand(tmp[i]);
+            if (c == NCHUNK - 1 && sm90::elect_one()) sm90::mbar_arrive(&empty[stage]);
+            const float s0 = sa0 * sb[c], s1 = sa1 * sb[c];
+#pragma unroll
+            for (int j = 0; j < 16; j++) {
+              acc[c][4 * j + 0] = fmaf(tmp[4 * j + 0], s0, acc[c][4 * j + 0]);
+              acc[c][4 * j + 1] = fmaf(tmp[4 * j + 1], s0, acc[c][4 * j + 1]);
+              acc[c][4 * j + 2] = fmaf(tmp[4 * j + 2], s1, acc[c][4 * j + 2]);
+              acc[c][4 * j + 3] = fmaf(tmp[4 * j + 3], s1, acc[c][4 * j + 3]);
+            }
+          }
+        } else if (sm90::elect_one()) {
+          sm90::mbar_arrive(&empty[stage]); /* no rows here: keep the ring turning */
+        }
+        if (++stage == STAGES) { stage = 0; phase ^= 1u; }
+      }
+      if (!active) continue;
+
+      /* ---- epilogue ---- */
+      const int cq = 2 * (lane % 4); /* this thread's column pair inside each 8 */
+      if constexpr (EPI == epilogue::swiglu_quant) {
+        constexpr int I = N / 2;
+        float amax0 = 0.0f, amax1 = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 64; i++) {
+          const float gate = acc[1][i];
+          const float a = gate / (1.0f + expf(-gate)) * acc[0][i];
+          acc[0][i] = a;
+          if ((i & 2) == 0) amax0 = fmaxf(amax0, fabsf(a));
+          else amax1 = fmaxf(amax1, fabsf(a));
+        }
+        amax0 = fmaxf(amax0, __shfl_xor_sync(0xffffffffu, amax0, 1));
+        amax0 = fmaxf(amax0, __shfl_xor_sync(0xffffffffu, amax0, 2));
+        amax1 = fmaxf(amax1, __shfl_xor_sync(0xffffffffu, amax1, 1));
+        amax1 = fmaxf(amax1, __shfl_xor_sync(0xffffffffu, amax1, 2));
+        const float sc0 = fp8moe_quant_scale(amax0), sc1 = fp8moe_quant_scale(amax1);
+        uint8_t *out = (uint8_t *)p.c;
+        const int col0 = it.n_tile * 128 + cq;
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+          if (v0)
+            *(uint16_t *)(out + (long long)r0 * I + col0 + 8 * j) =
+                float2_to_e4m3x2(acc[0][4 * j + 0] / sc0, acc[0][4 * j + 1] / sc0);
+          if (v1)
+            *(uint16_t *)(out + (long long)r1 * I + col0 + 8 * j) =
+                float2_to_e4m3x2(acc[0][4 * j + 2] / sc1, acc[0][4 * j + 3] / sc1);
+        }
+        if (cq == 0) {
+          float *cs = p.c_scale + (long long)it.n_tile * p.c_scale_ld;
+          if (v0) cs[r0] = sc0;
+          if (v1) cs[r1] = sc1;
+        }
+      } else {
+#pragma unroll
+        for (int c = 0; c < NCHUNK; c++) {
+          const int col0 = it.n_tile * BN + c * 128 + cq;
+#pragma unroll
+          for (int j = 0; j < 16; j++) {
+            const long long o0 = (long long)r0 * N + col0 + 8 * j, o1 = (long long)r1 * N + col0 + 8 * j;
+            if constexpr (EPI == epilogue::store_fp32) {
+              float *out = (float *)p.c;
+              if (v0) *(float2 *)(out + o0) = make_float2(acc[c][4 * j + 0], acc[c][4 * j + 1]);
+              if (v1) *(float2 *)(out + o1) = make_float2(acc[c][4 * j + 2], acc[c][4 * j + 3]);
+            } else {
+              uint16_t *out = (uint16_t *)p.c;
+              if (v0)
+                *(uint32_t *)(out + o0) = (uint32_t)float_to_bf16_bits(acc[c][4 * j + 0]) |
+                                          ((uint32_t)float_to_bf16_bits(acc[c][4 * j + 1]) << 16);
+              if (v1)
+                *(uint32_t *)(out + o1) = (uint32_t)float_to_bf16_bits(acc[c][4 * j + 2]) |
+                                          ((uint32_t)float_to_bf16_bits(acc[c][4 * j + 3]) << 16);
+            }
+          }
+        }
+      }
+    }
+  }
+#else
+  (void)map_a; (void)map_b; (void)p;
+#endif
+}
+
+/* ---- host side ---- */
+
+/* cuTensorMapEncodeTiled from the driver the runtime already loaded. */
+static inline PFN_cuTensorMapEncodeTiled_v12000 sm90_tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = []() -> PFN_cuTensorMapEncodeTiled_v12000 {
+    void *f = nullptr;
+    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError();
+      return nullptr;
+    }
+    return (PFN_cuTensorMapEncodeTiled_v12000)f;
+  }();
+  return fn;
+}
+
+/* A 2D K-major fp8 operand [rows, K] read as 128-byte x 128-row boxes with
+ * the 128-byte swizzle; rows past `rows` read as zeros. */
+static inline bool sm90_make_operand_map(CUtensorMap *map, const void *base, unsigned long long rows, int K) {
+  PFN_cuTensorMapEncodeTiled_v12000 encode = sm90_tensor_map_encoder();
+  if (!encode) return false;
+  cuuint64_t dims[2] = {(cuuint64_t)K, (cuuint64_t)rows};
+  cuuint64_t strides[1] = {(cuuint64_t)K};
+  cuuint32_t box[2] = {128, 128};
+  cuuint32_t elem[2] = {1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void *>(base), dims, strides, box, elem,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+/* Launch with an explicit tile configuration (benchmarks compare them);
+ * gemm_sm90_launch picks the default one. */
+template <int N, int K, epilogue EPI, int NCHUNK, int STAGES>
+fp8moe_status gemm_sm90_launch_config(const grouped_gemm_params &p, cudaStream_t stream) {
+  static_assert(gemm_sm90_supported<N, K, EPI>(), "shape outside the sm90 GEMM envelope");
+  using L = sm90_smem_layout<NCHUNK, STAGES>;
+  if (p.m_total < 0 || p.num_groups < 0 || p.num_groups > sm90_max_groups) return FP8MOE_ERROR_INVALID_SHAPE;
+  if (p.m_total == 0 || p.num_groups == 0) return FP8MOE_OK;
+  if (!p.a || !p.a_scale || !p.b || !p.b_scale || !p.group_offset || !p.c) return FP8MOE_ERROR_NULL_ARGUMENT;
+  if (EPI == epilogue::swiglu_quant && !p.c_scale) return FP8MOE_ERROR_NULL_ARGUMENT;
+  if (p.a_scale_ld < p.m_total || (EPI == epilogue::swiglu_quant && p.c_scale_ld < p.m_total))
+    return FP8MOE_ERROR_INVALID_SHAPE;
+  if (((uintptr_t)p.a | (uintptr_t)p.b | (uintptr_t)p.c) & 15u) return FP8MOE_ERROR_MISALIGNED_POINTER;
+
+  device_info dev;
+  FP8MOE__CHECK_CUDA(current_device_info(&dev));
+  if (dev.cc != 90 || dev.max_smem_optin < L::dynamic_bytes) return FP8MOE_ERROR_UNSUPPORTED_DEVICE;
+
+  CUtensorMap map_a, map_b;
+  if (!sm90_make_operand_map(&map_a, p.a, (unsigned long long)p.m_total, K) ||
+      !sm90_make_operand_map(&map_b, p.b, (unsigned long long)p.num_groups * N, K))
+    return FP8MOE_ERROR_CUDA;
+
+  constexpr int NT = EPI == epilogue::swiglu_quant ? N / 256 : N / (128 * NCHUNK);
+  const long long items_bound = (long long)NT * (ceil_div(p.m_total, sm90_bm) + p.num_groups);
+  const int grid = (int)(items_bound < dev.sm_count ? items_bound : dev.sm_count);
+
+  auto kernel = gemm_sm90_e4m3_blockscale_kernel<N, K, EPI, NCHUNK, STAGES>;
+  FP8MOE__CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::dynamic_bytes));
+  kernel<<<grid, sm90_threads, L::dynamic_bytes, stream>>>(map_a, map_b, p);
+  FP8MOE__CHECK_LAUNCH();
+  return FP8MOE_OK;
+}
+
+/* Shapes outside the envelope return FP8MOE_ERROR_INVALID_SHAPE without
+ * instantiating the kernel, so a dispatcher may name any shape. */
+template <int N, int K, epilogue EPI>
+fp8moe_status gemm_sm90_launch(const grouped_gemm_params &p, cudaStream_t stream) {
+  if constexpr (!gemm_sm90_supported<N, K, EPI>()) {
+    (void)p; (void)stream;
+    return FP8MOE_ERROR_INVALID_SHAPE;
+  } else {
+    return gemm_sm90_launch_config<N, K, EPI, sm90_tiling<N, EPI>::nchunk, sm90_tiling<N, EPI>::stages>(p, stream);
+  }
+}
+
+} // namespace detail
+} // namespace fp8moe
+
+#endif /* FP8MOE_GEMM_SM90_E4M3_BLOCKSCALE_CUH */

@@ -1,0 +1,536 @@
+/* tests/gpu_test_gemm_sm90.cu - the Hopper grouped FP8 block-scale GEMM
+ * (gemm_sm90_e4m3_blockscale.cuh) against a double-precision CPU reference
+ * of the gemm_params.cuh contract, on fresh random data (seed printed,
+ * FP8MOE_SEED overrides), plus informational timings of the DeepSeek shapes.
+ *
+ *   nvcc -std=c++17 -O3 -Iinclude -Itests -gencode arch=compute_90a,code=sm_90a \
+ *        tests/gpu_test_gemm_sm90.cu -o gpu_test_gemm_sm90 -lcriterion
+ *
+ * Every test skips on a machine without a GPU and on devices other than
+ * compute capability 9.0.
+ */
+#include <fp8moe/gemm_sm90_e4m3_blockscale.cuh>
+
+#include "gpu_util.h"
+
+#include <algorithm>
+#include <chrono>
+#include <stdio.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+using namespace fp8moe::detail;
+
+static void require_sm90(void) {
+  fp8moe_test_require_gpu();
+  int dev = 0, major = 0, minor = 0;
+  CUDA_OK(cudaGetDevice(&dev));
+  CUDA_OK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  CUDA_OK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  if (major != 9 || minor != 0) cr_skip_test("the sm90 GEMM needs compute capability 9.0 (found %d.%d)", major, minor);
+}
+
+TestSuite(gemm_sm90, .init = require_sm90);
+
+/* A hung kernel (a barrier protocol bug) must fail the test in seconds, not
+ * hold the GPU until an outer timeout. */
+static void sync_or_die(const char *what) {
+  auto t0 = std::chrono::steady_clock::now();
+  for (;;) {
+    cudaError_t e = cudaStreamQuery(0);
+    if (e == cudaSuccess) return;
+    if (e != cudaErrorNotReady) cr_assert_fail("%s: %s", what, cudaGetErrorString(e));
+    if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(30)) {
+      fprintf(stderr, "HANG: %s did not finish in 30 s\n", what);
+      fflush(stderr);
+      _exit(3);
+    }
+    usleep(200);
+  }
+}
+
+/* ---- problem generation ---- */
+
+struct problem {
+  int N, K, G, m_total;
+  long long a_ld, c_ld;
+  std::vector<int> off;          /* [G + 1] */
+  std::vector<uint8_t> A, B;     /* [m_total, K], [G, N, K] */
+  std::vector<float> a_scale;    /* [K/128, a_ld] */
+  std::vector<float> b_scale;    /* [G, N/128, K/128] */
+};
+
+/* Uniform random e4m3 codes without the two NaN codes 0x7F and 0xFF. */
+static void random_fp8(fp8moe_rng *r, uint8_t *p, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    uint64_t x = rng_next(r);
+    for (int b = 0; b < 8 && i < n; b++, i++) {
+      uint8_t v = (uint8_t)(x >> (8 * b));
+      if ((v & 0x7F) == 0x7F) v = (uint8_t)(v & 0xFE);
+      p[i] = v;
+    }
+  }
+}
+
+/* Groups of the given sizes, `lead` rows before group_offset[0] and `tail`
+ * rows after group_offset[G] (rows no group owns: never written). */
+static problem make_problem(int N, int K, const std::vector<int> &sizes, int lead, int tail, int a_pad, int c_pad,
+                            fp8moe_rng *r) {
+  problem P;
+  P.N = N;
+  P.K = K;
+  P.G = (int)sizes.size();
+  P.off.resize(P.G + 1);
+  P.off[0] = lead;
+  for (int g = 0; g < P.G; g++) P.off[g + 1] = P.off[g] + sizes[g];
+  P.m_total = P.off[P.G] + tail;
+  P.a_ld = P.m_total + a_pad;
+  P.c_ld = P.m_total + c_pad;
+  P.A.resize((size_t)P.m_total * K);
+  P.B.resize((size_t)P.G * N * K);
+  random_fp8(r, P.A.data(), P.A.size());
+  random_fp8(r, P.B.data(), P.B.size());
+  P.a_scale.resize((size_t)(K / 128) * P.a_ld);
+  for (auto &s : P.a_scale) s = (0.5f + rng_uniform(r)) / 64.0f;
+  P.b_scale.resize((size_t)P.G * (N / 128) * (K / 128));
+  for (auto &s : P.b_scale) s = (0.5f + rng_uniform(r)) / 64.0f;
+  return P;
+}
+
+/* ---- CPU reference, double precision ----
+ * C[m, n] = sum_kb a_scale[kb][m] * b_scale[g][n/128][kb] * sum_{k in kb} A[m,k] B[g,n,k]
+ * for the rows of each group; other rows are left NaN. */
+static std::vector<double> reference_gemm(const problem &P) {
+  const int N = P.N, K = P.K, KB = K / 128;
+  float lut[256];
+  for (int i = 0; i < 256; i++) lut[i] = fp8moe_e4m3_to_float((uint8_t)i);
+  std::vector<float> Af((size_t)P.m_total * K);
+  for (size_t i = 0; i < Af.size(); i++) Af[i] = lut[P.A[i]];
+  std::vector<double> C((size_t)P.m_total * N, NAN);
+  int nthreads = (int)std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::thread> pool;
+  for (int t = 0; t < nthreads; t++) {
+    pool.emplace_back([&, t]() {
+      std::vector<float> bf(K);
+      for (int n = t; n < N; n += nthreads) {
+        for (int g = 0; g < P.G; g++) {
+          if (P.off[g + 1] == P.off[g]) continue;
+          const uint8_t *brow = P.B.data() + ((size_t)g * N + n) * K;
+          for (int k = 0; k < K; k++) bf[k] = lut[brow[k]];
+          const float *bs = P.b_scale.data() + ((size_t)g * (N / 128) + n / 128) * KB;
+          for (int m = P.off[g]; m < P.off[g + 1]; m++) {
+            const float *a = Af.data() + (size_t)m * K;
+            double acc = 0;
+            for (int kb = 0; kb < KB; kb++) {
+              /* fp8 x fp8 products are exact in fp32; sum them in double */
+              double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+              for (int k = kb * 128; k < kb * 128 + 128; k += 4) {
+                s0 += (double)(a[k] * bf[k]);
+                s1 += (double)(a[k + 1] * bf[k + 1]);
+                s2 += (double)(a[k + 2] * bf[k + 2]);
+                s3 += (double)(a[k + 3] * bf[k + 3]);
+              }
+              acc += ((s0 + s1) + (s2 + s3)) * (double)P.a_scale[(size_t)kb * P.a_ld + m] * (double)bs[kb];
+            }
+            C[(size_t)m * N + n] = acc;
+          }
+        }
+      }
+    });
+  }
+  for (auto &th : pool) th.join();
+  return C;
+}
+
+/* ---- running the kernel ---- */
+
+struct gpu_result {
+  std::vector<uint8_t> c;        /* raw output bytes */
+  std::vector<float> c_scale;    /* swiglu only */
+};
+
+template <int N, int K, epilogue EPI>
+static size_t out_bytes(int m_total) {
+  if (EPI == epilogue::store_fp32) return (size_t)m_total * N * 4;
+  if (EPI == epilogue::store_bf16) return (size_t)m_total * N * 2;
+  return (size_t)m_total * (N / 2);
+}
+
+/* NCHUNK = 0: the default configuration (gemm_sm90_launch). */
+template <int N, int K, epilogue EPI, int NCHUNK = 0, int STAGES = 0>
+static fp8moe_status launch(const grouped_gemm_params &p) {
+  if constexpr (NCHUNK == 0) return gemm_sm90_launch<N, K, EPI>(p, 0);
+  else return gemm_sm90_launch_config<N, K, EPI, NCHUNK, STAGES>(p, 0);
+}
+
+template <int N, int K, epilogue EPI, int NCHUNK = 0, int STAGES = 0>
+static gpu_result run_gpu(const problem &P) {
+  uint8_t *dA = dev_upload(P.A.data(), P.A.size());
+  uint8_t *dB = dev_upload(P.B.data(), P.B.size());
+  float *dsa = dev_upload(P.a_scale.data(), P.a_scale.size());
+  float *dsb = dev_upload(P.b_scale.data(), P.b_scale.size());
+  int *doff = dev_upload(P.off.data(), P.off.size());
+  const size_t cb = out_bytes<N, K, EPI>(P.m_total);
+  const size_t csn = EPI == epilogue::swiglu_quant ? (size_t)(N / 256) * P.c_ld : 0;
+  uint8_t *dC = dev_alloc<uint8_t>(cb);
+  float *dCs = dev_alloc<float>(csn);
+  CUDA_OK(cudaMemset(dC, 0xFF, cb)); /* poison: NaN patterns the kernel never writes */
+  if (csn) CUDA_OK(cudaMemset(dCs, 0xFF, csn * 4));
+
+  grouped_gemm_params p;
+  p.a = dA;
+  p.a_scale = dsa;
+  p.a_scale_ld = P.a_ld;
+  p.b = dB;
+  p.b_scale = dsb;
+  p.group_offset = doff;
+  p.num_groups = P.G;
+  p.m_total = P.m_total;
+  p.c = dC;
+  p.c_scale = csn ? dCs : NULL;
+  p.c_scale_ld = P.c_ld;
+  fp8moe_status s = launch<N, K, EPI, NCHUNK, STAGES>(p);
+  cr_assert_eq(s, FP8MOE_OK, "launch: %s", fp8moe_status_string(s));
+  sync_or_die("gemm_sm90");
+  CUDA_OK(cudaGetLastError());
+
+  gpu_result r;
+  r.c.resize(cb);
+  r.c_scale.resize(csn);
+  dev_download(r.c.data(), dC, cb);
+  dev_download(r.c_scale.data(), dCs, csn);
+  cudaFree(dA); cudaFree(dB); cudaFree(dsa); cudaFree(dsb); cudaFree(doff); cudaFree(dC); cudaFree(dCs);
+  return r;
+}
+
+static bool in_group(const problem &P, int m) { return m >= P.off[0] && m < P.off[P.G]; }
+
+/* Every element of every group row written, every other row untouched. */
+static void check_coverage(const problem &P, const std::vector<uint8_t> &c, size_t row_bytes, size_t elem_bytes) {
+  long long unwritten = 0, touched = 0;
+  for (int m = 0; m < P.m_total; m++) {
+    const uint8_t *row = c.data() + (size_t)m * row_bytes;
+    if (in_group(P, m)) {
+      for (size_t e = 0; e < row_bytes; e += elem_bytes) {
+        bool poison = true;
+        for (size_t b = 0; b < elem_bytes; b++) poison = poison && row[e + b] == 0xFF;
+        unwritten += poison;
+      }
+    } else {
+      for (size_t b = 0; b < row_bytes; b++) touched += row[b] != 0xFF;
+    }
+  }
+  cr_expect_eq(unwritten, 0, "%lld elements of group rows not written", unwritten);
+  cr_expect_eq(touched, 0, "%lld bytes of rows outside every group written", touched);
+}
+
+/* ---- store epilogues ---- */
+
+template <int N, int K, epilogue EPI, int NCHUNK = 0, int STAGES = 0>
+static void check_store(const problem &P, const std::vector<double> &ref, const char *name) {
+  gpu_result r1 = run_gpu<N, K, EPI, NCHUNK, STAGES>(P);
+  gpu_result r2 = run_gpu<N, K, EPI, NCHUNK, STAGES>(P);
+  const size_t eb = EPI == epilogue::store_fp32 ? 4 : 2;
+  check_coverage(P, r1.c, (size_t)N * eb, eb);
+  cr_expect(r1.c == r2.c, "%s: two runs differ", name);
+
+  std::vector<float> got, want;
+  long long nonfinite = 0;
+  for (int m = P.off[0]; m < P.off[P.G]; m++)
+    for (int n = 0; n < N; n++) {
+      const size_t i = (size_t)m * N + n;
+      float v;
+      if (EPI == epilogue::store_fp32) memcpy(&v, r1.c.data() + 4 * i, 4);
+      else {
+        uint16_t b;
+        memcpy(&b, r1.c.data() + 2 * i, 2);
+        v = fp8moe_bf16_to_float(b);
+      }
+      nonfinite += !isfinite(v);
+      got.push_back(v);
+      want.push_back((float)ref[i]);
+    }
+  const double err = rel_l2(got.data(), want.data(), got.size());
+  /* fp32: the fp8 products are exact and each 128-wide block is promoted
+   * into fp32, so what remains is the tensor core's reduced-precision
+   * accumulation inside a block plus fp32 rounding: ~1e-4, bound 1e-3.
+   * bf16: its 8-bit mantissa alone gives ~1e-3; bound 1e-2. */
+  const double tol = EPI == epilogue::store_fp32 ? 1e-3 : 1e-2;
+  printf("  %-40s rows %6d  rel_l2 %.3e (tol %.0e)\n", name, P.off[P.G] - P.off[0], err, tol);
+  if (!(err <= tol)) {
+    int shown = 0;
+    for (size_t i = 0; i < got.size() && shown < 8; i++)
+      if (fabs(got[i] - want[i]) > 1e-2 * fabs(want[i]) + 1e-3) {
+        printf("    mismatch at row %d col %d: got %g want %g\n", P.off[0] + (int)(i / N), (int)(i % N), got[i],
+               want[i]);
+        shown++;
+      }
+  }
+  cr_expect_eq(nonfinite, 0, "%s: %lld non-finite outputs", name, nonfinite);
+  cr_expect(err <= tol, "%s: rel L2 %.3e > %.0e", name, err, tol);
+}
+
+/* ---- swiglu_quant ---- */
+
+template <int N, int K>
+static void check_swiglu(const problem &P, const std::vector<double> &ref, const char *name) {
+  constexpr int I = N / 2;
+  gpu_result r1 = run_gpu<N, K, epilogue::swiglu_quant>(P);
+  gpu_result r2 = run_gpu<N, K, epilogue::swiglu_quant>(P);
+  check_coverage(P, r1.c, (size_t)I, 1);
+  cr_expect(r1.c == r2.c && memcmp(r1.c_scale.data(), r2.c_scale.data(), r1.c_scale.size() * 4) == 0,
+            "%s: two runs differ", name);
+
+  /* the reference requantizes exactly as the contract says, so dequantized
+   * values are compared (fp8 rounding alone is ~3% per element) */
+  std::vector<float> got, want;
+  long long scale_bad = 0, scale_unwritten = 0, scale_touched = 0;
+  double worst_scale = 0;
+  std::vector<float> got_s, want_s;
+  for (int m = 0; m < P.m_total; m++)
+    for (int jb = 0; jb < I / 128; jb++) {
+      const float gs = r1.c_scale[(size_t)jb * P.c_ld + m];
+      uint32_t gsb;
+      memcpy(&gsb, &gs, 4);
+      if (!in_group(P, m)) {
+        scale_touched += gsb != 0xFFFFFFFFu;
+        continue;
+      }
+      scale_unwritten += gsb == 0xFFFFFFFFu;
+      double a[128], amax = 0;
+      for (int j = 0; j < 128; j++) {
+        const double up = ref[(size_t)m * N + jb * 128 + j], gate = ref[(size_t)m * N + I + jb * 128 + j];
+        a[j] = gate / (1.0 + exp(-gate)) * up;
+        amax = std::max(amax, fabs(a[j]));
+      }
+      const float rs = fp8moe_quant_scale((float)amax);
+      const double rel = fabs((double)gs - rs) / rs;
+      worst_scale = std::max(worst_scale, rel);
+      scale_bad += !(rel <= 1e-2);
+      got_s.push_back(gs);
+      want_s.push_back(rs);
+      for (int j = 0; j < 128; j++) {
+        const uint8_t q = r1.c[(size_t)m * I + jb * 128 + j];
+        got.push_back(fp8moe_e4m3_to_float(q) * gs);
+        want.push_back(fp8moe_e4m3_to_float(fp8moe_e4m3_from_float((float)(a[j] / rs))) * rs);
+      }
+    }
+  const double err = rel_l2(got.data(), want.data(), got.size());
+  const double serr = rel_l2(got_s.data(), want_s.data(), got_s.size());
+  printf("  %-40s rows %6d  rel_l2 %.3e (tol 1e-2)  scales rel_l2 %.2e (tol 1e-3) worst %.2e (tol 1e-2)\n", name,
+         P.off[P.G] - P.off[0], err, serr, worst_scale);
+  cr_expect_eq(scale_unwritten, 0, "%s: %lld scales not written", name, scale_unwritten);
+  cr_expect_eq(scale_touched, 0, "%s: %lld scales outside the groups written", name, scale_touched);
+  /* A scale is amax/448 of one row block: it carries the relative error of
+   * that block's largest activation, i.e. of two fp32 GEMM outputs (up and
+   * gate). Those are ~2e-4 rms relative (the fp8 tensor core's accumulation
+   * inside a K block, same as store_fp32), with a tail past 1e-3 on single
+   * elements; a wrong row, block or factor is an O(1) error. Hence: rms over
+   * all scales <= 1e-3 (the store_fp32 bound), each one within 1e-2. */
+  cr_expect(serr <= 1e-3, "%s: scales rel L2 %.2e > 1e-3", name, serr);
+  cr_expect_eq(scale_bad, 0, "%s: %lld scales off by more than 1e-2 (worst %.2e)", name, scale_bad, worst_scale);
+  cr_expect(err <= 1e-2, "%s: dequantized activations rel L2 %.3e > 1e-2", name, err);
+}
+
+static fp8moe_rng seeded(const char *name) {
+  const uint64_t seed = fp8moe_test_seed();
+  printf("%s: seed %llu (FP8MOE_SEED to replay)\n", name, (unsigned long long)seed);
+  fflush(stdout);
+  fp8moe_rng r = {seed};
+  return r;
+}
+
+static std::vector<int> edge_sizes() { return {0, 1, 63, 64, 65, 127, 129, 300}; }
+
+static std::vector<int> random_sizes(fp8moe_rng *r, int G, int max_rows) {
+  std::vector<int> s(G);
+  for (int g = 0; g < G; g++) s[g] = (rng_next(r) % 4 == 0) ? 0 : (int)(rng_next(r) % (max_rows + 1));
+  return s;
+}
+
+/* ---- tests ---- */
+
+Test(gemm_sm90, store_fp32_edge_groups) {
+  fp8moe_rng r = seeded("store_fp32_edge_groups");
+  problem P = make_problem(256, 512, edge_sizes(), 3, 5, 3, 0, &r);
+  check_store<256, 512, epilogue::store_fp32>(P, reference_gemm(P), "fp32 N256 K512 G8 edge sizes");
+}
+
+Test(gemm_sm90, store_fp32_one_group) {
+  fp8moe_rng r = seeded("store_fp32_one_group");
+  problem P = make_problem(256, 512, {777}, 0, 0, 0, 0, &r);
+  check_store<256, 512, epilogue::store_fp32>(P, reference_gemm(P), "fp32 N256 K512 G1 all rows");
+}
+
+Test(gemm_sm90, store_fp32_33_groups) {
+  fp8moe_rng r = seeded("store_fp32_33_groups");
+  std::vector<int> s = random_sizes(&r, 33, 150);
+  problem P = make_problem(384, 256, s, 1, 2, 7, 0, &r);
+  check_store<384, 256, epilogue::store_fp32>(P, reference_gemm(P), "fp32 N384 K256 G33 random sizes");
+}
+
+Test(gemm_sm90, store_bf16_deepseek_gemm2) {
+  fp8moe_rng r = seeded("store_bf16_deepseek_gemm2");
+  problem P = make_problem(7168, 2048, {1, 63, 0, 65, 129, 40}, 2, 3, 1, 0, &r);
+  std::vector<double> ref = reference_gemm(P);
+  check_store<7168, 2048, epilogue::store_bf16>(P, ref, "bf16 N7168 K2048 G6 (default tile)");
+  check_store<7168, 2048, epilogue::store_bf16, 2, 4>(P, ref, "bf16 N7168 K2048 G6 (BN=256 tile)");
+  check_store<7168, 2048, epilogue::store_fp32>(P, ref, "fp32 N7168 K2048 G6");
+}
+
+Test(gemm_sm90, swiglu_edge_groups) {
+  fp8moe_rng r = seeded("swiglu_edge_groups");
+  problem P = make_problem(512, 256, edge_sizes(), 4, 6, 5, 3, &r);
+  check_swiglu<512, 256>(P, reference_gemm(P), "swiglu N512 K256 G8 edge sizes");
+}
+
+Test(gemm_sm90, swiglu_33_groups) {
+  fp8moe_rng r = seeded("swiglu_33_groups");
+  std::vector<int> s = random_sizes(&r, 33, 140);
+  problem P = make_problem(768, 384, s, 0, 1, 1, 1, &r);
+  check_swiglu<768, 384>(P, reference_gemm(P), "swiglu N768 K384 G33 random sizes");
+}
+
+Test(gemm_sm90, swiglu_one_group) {
+  fp8moe_rng r = seeded("swiglu_one_group");
+  problem P = make_problem(512, 256, {600}, 0, 0, 0, 0, &r);
+  check_swiglu<512, 256>(P, reference_gemm(P), "swiglu N512 K256 G1 all rows");
+}
+
+Test(gemm_sm90, swiglu_deepseek_gemm1) {
+  fp8moe_rng r = seeded("swiglu_deepseek_gemm1");
+  problem P = make_problem(4096, 7168, {0, 1, 63, 65, 129, 40, 7, 0}, 1, 2, 3, 2, &r);
+  check_swiglu<4096, 7168>(P, reference_gemm(P), "swiglu N4096 K7168 G8 (DeepSeek GEMM1)");
+}
+
+Test(gemm_sm90, no_rows_and_empty_calls) {
+  fp8moe_rng r = seeded("no_rows_and_empty_calls");
+  /* every group empty: nothing may be written */
+  problem P = make_problem(256, 256, {0, 0, 0, 0, 0}, 4, 6, 0, 0, &r);
+  gpu_result g = run_gpu<256, 256, epilogue::store_fp32>(P);
+  check_coverage(P, g.c, 256 * 4, 4);
+  /* m_total == 0: OK, nothing launched, no pointer touched */
+  grouped_gemm_params p;
+  memset(&p, 0, sizeof p);
+  p.num_groups = 3;
+  fp8moe_status st = gemm_sm90_launch<256, 256, epilogue::store_fp32>(p, 0);
+  cr_expect_eq(st, FP8MOE_OK, "m_total == 0: %s", fp8moe_status_string(st));
+  CUDA_OK(cudaDeviceSynchronize());
+}
+
+/* ---- informational timings (not asserted) ---- */
+
+__global__ void fill_fp8_kernel(uint8_t *p, size_t n, uint64_t seed) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    uint64_t z = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    uint8_t v = (uint8_t)(z >> 29);
+    if ((v & 0x7F) == 0x7F) v &= 0xFE;
+    p[i] = v;
+  }
+}
+
+__global__ void fill_scale_kernel(float *p, size_t n, uint64_t seed) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    uint64_t z = (i + 7) * 0xbf58476d1ce4e5b9ull ^ seed;
+    z = (z ^ (z >> 31)) * 0x94d049bb133111ebull;
+    p[i] = (0.5f + (float)(z >> 40) * (1.0f / 16777216.0f)) / 64.0f;
+  }
+}
+
+template <int N, int K, epilogue EPI, int NCHUNK = 0, int STAGES = 0>
+static void bench(const char *name, int groups, int rows_per_group, uint64_t seed) {
+  const int m_total = groups * rows_per_group, KB = K / 128;
+  uint8_t *dA = dev_alloc<uint8_t>((size_t)m_total * K);
+  uint8_t *dB = dev_alloc<uint8_t>((size_t)groups * N * K);
+  float *dsa = dev_alloc<float>((size_t)KB * m_total);
+  float *dsb = dev_alloc<float>((size_t)groups * (N / 128) * KB);
+  const size_t cb = out_bytes<N, K, EPI>(m_total);
+  uint8_t *dC = dev_alloc<uint8_t>(cb);
+  float *dCs = dev_alloc<float>((size_t)(N / 256 + 1) * m_total);
+  std::vector<int> off(groups + 1);
+  for (int g = 0; g <= groups; g++) off[g] = g * rows_per_group;
+  int *doff = dev_upload(off.data(), off.size());
+  fill_fp8_kernel<<<1024, 256>>>(dA, (size_t)m_total * K, seed);
+  fill_fp8_kernel<<<1024, 256>>>(dB, (size_t)groups * N * K, seed ^ 0x55);
+  fill_scale_kernel<<<256, 256>>>(dsa, (size_t)KB * m_total, seed);
+  fill_scale_kernel<<<256, 256>>>(dsb, (size_t)groups * (N / 128) * KB, seed ^ 0x77);
+  CUDA_OK(cudaGetLastError());
+
+  grouped_gemm_params p;
+  p.a = dA; p.a_scale = dsa; p.a_scale_ld = m_total;
+  p.b = dB; p.b_scale = dsb;
+  p.group_offset = doff; p.num_groups = groups; p.m_total = m_total;
+  p.c = dC; p.c_scale = dCs; p.c_scale_ld = m_total;
+
+  cudaEvent_t e0, e1;
+  CUDA_OK(cudaEventCreate(&e0));
+  CUDA_OK(cudaEventCreate(&e1));
+  for (int i = 0; i < 3; i++) {
+    fp8moe_status st = launch<N, K, EPI, NCHUNK, STAGES>(p);
+    cr_assert_eq(st, FP8MOE_OK, "%s: %s", name, fp8moe_status_string(st));
+  }
+  sync_or_die(name);
+  std::vector<float> ms;
+  for (int i = 0; i < 20; i++) {
+    CUDA_OK(cudaEventRecord(e0));
+    launch<N, K, EPI, NCHUNK, STAGES>(p);
+    CUDA_OK(cudaEventRecord(e1));
+    sync_or_die(name);
+    float t = 0;
+    CUDA_OK(cudaEventElapsedTime(&t, e0, e1));
+    ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  const double t = ms[ms.size() / 2] * 1e-3;
+  const double flops = 2.0 * m_total * (double)N * K;
+  const double bytes = (double)m_total * K + (double)groups * N * K + (double)cb;
+  printf("  %-34s G=%3d x %5d rows: %9.3f us  %7.1f TFLOP/s  %7.1f GB/s  (min %.3f us)\n", name, groups,
+         rows_per_group, t * 1e6, flops / t * 1e-12, bytes / t * 1e-9, ms[0] * 1e3);
+  fflush(stdout);
+  cudaEventDestroy(e0); cudaEventDestroy(e1);
+  cudaFree(dA); cudaFree(dB); cudaFree(dsa); cudaFree(dsb); cudaFree(dC); cudaFree(dCs); cudaFree(doff);
+}
+
+Test(gemm_sm90, perf_deepseek, .timeout = 600) {
+  const uint64_t seed = fp8moe_test_seed();
+  cudaDeviceProp prop;
+  CUDA_OK(cudaGetDeviceProperties(&prop, 0));
+  printf("perf (informational) on %s, %d SMs, seed %llu\n", prop.name, prop.multiProcessorCount,
+         (unsigned long long)seed);
+  { /* the memory ceiling: a 1 GiB device-to-device copy (read + write) */
+    const size_t n = (size_t)1 << 30;
+    uint8_t *a = dev_alloc<uint8_t>(n), *b = dev_alloc<uint8_t>(n);
+    CUDA_OK(cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice));
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    std::vector<float> ms;
+    for (int i = 0; i < 10; i++) {
+      cudaEventRecord(e0);
+      cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice);
+      cudaEventRecord(e1);
+      cudaEventSynchronize(e1);
+      float t;
+      cudaEventElapsedTime(&t, e0, e1);
+      ms.push_back(t);
+    }
+    std::sort(ms.begin(), ms.end());
+    printf("  device copy 1 GiB: %.1f GB/s (read + write)\n", 2.0 * n / (ms[5] * 1e-3) * 1e-9);
+    cudaFree(a); cudaFree(b);
+  }
+  bench<4096, 7168, epilogue::swiglu_quant>("GEMM1 swiglu N4096 K7168", 8, 8, seed);
+  bench<4096, 7168, epilogue::swiglu_quant>("GEMM1 swiglu N4096 K7168", 256, 4, seed);
+  bench<4096, 7168, epilogue::swiglu_quant>("GEMM1 swiglu N4096 K7168", 32, 128, seed);
+  bench<4096, 7168, epilogue::swiglu_quant>("GEMM1 swiglu N4096 K7168", 32, 4096, seed);
+  bench<7168, 2048, epilogue::store_bf16>("GEMM2 bf16 N7168 K2048", 8, 8, seed);
+  bench<7168, 2048, epilogue::store_bf16>("GEMM2 bf16 N7168 K2048", 256, 4, seed);
+  bench<7168, 2048, epilogue::store_bf16>("GEMM2 bf16 N7168 K2048", 32, 128, seed);
+  bench<7168, 2048, epilogue::store_bf16>("GEMM2 bf16 N7168 K2048", 32, 4096, seed);
+  bench<7168, 2048, epilogue::store_bf16, 2, 4>("GEMM2 bf16 N7168 K2048 BN=256", 8, 8, seed);
+  bench<7168, 2048, epilogue::store_bf16, 2, 4>("GEMM2 bf16 N7168 K2048 BN=256", 32, 128, seed);
+  bench<7168, 2048, epilogue::store_bf16, 2, 4>("GEMM2 bf16 N7168 K2048 BN=256", 32, 4096, seed);
+}

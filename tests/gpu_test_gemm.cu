@@ -250,14 +250,29 @@ static void check_store(const char *what, const problem &P, bool bf16, const std
   cr_assert(e <= tol, "%s: rel L2 error %.3e > %.0e", what, e, tol);
 }
 
-/* Run a store epilogue through gemm_mma_launch (twice), check against C. */
+typedef fp8moe_status (*launch_fn)(const grouped_gemm_params &, cudaStream_t);
+
+/* Both tile variants of the kernel, whatever the heuristic would pick (the
+ * public-component test goes through the heuristic). */
 template <int N, int K, epilogue EPI>
-static void run_store_case(const char *what, const std::vector<int> &sizes, int pad_before, int pad_after,
+struct variants {
+  static constexpr int count = 2;
+  static launch_fn fn(int i) {
+    return i == 0 ? fp8moe::detail::gemm_mma_launch_bm<N, K, EPI, 64> : fp8moe::detail::gemm_mma_launch_bm<N, K, EPI, 16>;
+  }
+  static const char *name(int i) { return i == 0 ? "BM=64" : "BM=16"; }
+};
+
+/* Run a store epilogue with each tile variant (twice), check against C. */
+template <int N, int K, epilogue EPI>
+static void run_store_case(const char *what_, const std::vector<int> &sizes, int pad_before, int pad_after,
                            fp8moe_rng *r) {
   static_assert(EPI != epilogue::swiglu_quant, "store epilogues only");
   const bool bf16 = EPI == epilogue::store_bf16;
   problem P = make_problem(N, K, sizes, pad_before, pad_after, r);
   dev_problem d = upload(P);
+  std::vector<double> C;
+  reference_gemm(P, C);
   const size_t esz = bf16 ? 2 : 4, bytes = (size_t)P.M * N * esz;
   std::vector<uint8_t> poison(bytes), out(bytes), out2(bytes);
   for (size_t i = 0; i < bytes; i += esz) {
@@ -271,26 +286,34 @@ static void run_store_case(const char *what, const std::vector<int> &sizes, int 
   uint8_t *c = dev_upload(poison.data(), bytes);
   grouped_gemm_params p = params_of(P, d);
   p.c = c;
-  for (int run = 0; run < 2; ++run) {
-    CUDA_OK(cudaMemcpy(c, poison.data(), bytes, cudaMemcpyHostToDevice));
-    fp8moe_status s = fp8moe::detail::gemm_mma_launch<N, K, EPI>(p, 0);
-    cr_assert_eq(s, FP8MOE_OK, "%s: %s", what, fp8moe_status_string(s));
-    CUDA_OK(cudaDeviceSynchronize());
-    dev_download(run ? out2.data() : out.data(), c, bytes);
+  for (int v = 0; v < variants<N, K, EPI>::count; ++v) {
+    char what[160];
+    snprintf(what, sizeof what, "%s %s", what_, variants<N, K, EPI>::name(v));
+    for (int run = 0; run < 2; ++run) {
+      CUDA_OK(cudaMemcpy(c, poison.data(), bytes, cudaMemcpyHostToDevice));
+      fp8moe_status s = variants<N, K, EPI>::fn(v)(p, 0);
+      cr_assert_eq(s, FP8MOE_OK, "%s: %s", what, fp8moe_status_string(s));
+      CUDA_OK(cudaDeviceSynchronize());
+      dev_download(run ? out2.data() : out.data(), c, bytes);
+    }
+    check_store(what, P, bf16, out, out2, C);
   }
-  std::vector<double> C;
-  reference_gemm(P, C);
-  check_store(what, P, bf16, out, out2, C);
   cudaFree(c);
   release(d);
 }
 
 template <int N, int K>
-static void run_swiglu_case(const char *what, const std::vector<int> &sizes, int pad_before, int pad_after,
+static void run_swiglu_case(const char *what_, const std::vector<int> &sizes, int pad_before, int pad_after,
                             fp8moe_rng *r) {
   constexpr int I = N / 2;
+  typedef variants<N, K, epilogue::swiglu_quant> V;
   problem P = make_problem(N, K, sizes, pad_before, pad_after, r);
   dev_problem d = upload(P);
+  std::vector<double> C;
+  reference_gemm(P, C);
+  std::vector<uint8_t> qr;
+  std::vector<float> sr;
+  reference_swiglu(P, C, qr, sr);
   const size_t qn = (size_t)P.M * I, sn = (size_t)(I / 128) * P.M;
   std::vector<uint8_t> qpoison(qn, POISON_FP8), q(qn), q2(qn);
   std::vector<float> spoison(sn), s(sn), s2(sn);
@@ -301,54 +324,52 @@ static void run_swiglu_case(const char *what, const std::vector<int> &sizes, int
   p.c = dq;
   p.c_scale = ds;
   p.c_scale_ld = P.M;
-  for (int run = 0; run < 2; ++run) {
-    CUDA_OK(cudaMemcpy(dq, qpoison.data(), qn, cudaMemcpyHostToDevice));
-    CUDA_OK(cudaMemcpy(ds, spoison.data(), sn * 4, cudaMemcpyHostToDevice));
-    fp8moe_status st = fp8moe::detail::gemm_mma_launch<N, K, epilogue::swiglu_quant>(p, 0);
-    cr_assert_eq(st, FP8MOE_OK, "%s: %s", what, fp8moe_status_string(st));
-    CUDA_OK(cudaDeviceSynchronize());
-    dev_download(run ? q2.data() : q.data(), dq, qn);
-    dev_download(run ? s2.data() : s.data(), ds, sn);
-  }
-  cr_assert(q == q2 && memcmp(s.data(), s2.data(), sn * 4) == 0, "%s: two launches differ", what);
-
-  std::vector<double> C;
-  reference_gemm(P, C);
-  std::vector<uint8_t> qr;
-  std::vector<float> sr;
-  reference_swiglu(P, C, qr, sr);
-
-  std::vector<float> got, ref;
-  double worst_scale = 0;
-  for (int m = 0; m < P.M; ++m) {
-    const bool in = in_groups(P, m);
-    for (int jb = 0; jb < I / 128; ++jb) {
-      const size_t si = (size_t)jb * P.M + m;
-      uint32_t sbits;
-      memcpy(&sbits, &s[si], 4);
-      if (!in) {
-        cr_assert_eq(sbits, POISON_FP32, "%s: scale of row %d (outside every group) written", what, m);
-        continue;
-      }
-      cr_assert(isfinite(s[si]) && s[si] > 0, "%s: scale row %d block %d not written / not positive", what, m, jb);
-      worst_scale = std::max(worst_scale, fabs((double)s[si] - sr[si]) / sr[si]);
+  for (int v = 0; v < V::count; ++v) {
+    char what[160];
+    snprintf(what, sizeof what, "%s %s", what_, V::name(v));
+    for (int run = 0; run < 2; ++run) {
+      CUDA_OK(cudaMemcpy(dq, qpoison.data(), qn, cudaMemcpyHostToDevice));
+      CUDA_OK(cudaMemcpy(ds, spoison.data(), sn * 4, cudaMemcpyHostToDevice));
+      fp8moe_status st = V::fn(v)(p, 0);
+      cr_assert_eq(st, FP8MOE_OK, "%s: %s", what, fp8moe_status_string(st));
+      CUDA_OK(cudaDeviceSynchronize());
+      dev_download(run ? q2.data() : q.data(), dq, qn);
+      dev_download(run ? s2.data() : s.data(), ds, sn);
     }
-    for (int j = 0; j < I; ++j) {
-      const size_t i = (size_t)m * I + j;
-      if (!in) {
-        cr_assert_eq(q[i], POISON_FP8, "%s: row %d (outside every group) written at col %d", what, m, j);
-        continue;
+    cr_assert(q == q2 && memcmp(s.data(), s2.data(), sn * 4) == 0, "%s: two launches differ", what);
+
+    std::vector<float> got, ref;
+    double worst_scale = 0;
+    for (int m = 0; m < P.M; ++m) {
+      const bool in = in_groups(P, m);
+      for (int jb = 0; jb < I / 128; ++jb) {
+        const size_t si = (size_t)jb * P.M + m;
+        uint32_t sbits;
+        memcpy(&sbits, &s[si], 4);
+        if (!in) {
+          cr_assert_eq(sbits, POISON_FP32, "%s: scale of row %d (outside every group) written", what, m);
+          continue;
+        }
+        cr_assert(isfinite(s[si]) && s[si] > 0, "%s: scale row %d block %d not written / not positive", what, m, jb);
+        worst_scale = std::max(worst_scale, fabs((double)s[si] - sr[si]) / sr[si]);
       }
-      cr_assert_neq(q[i], POISON_FP8, "%s: row %d col %d not written", what, m, j);
-      got.push_back(fp8moe_e4m3_to_float(q[i]) * s[(size_t)(j / 128) * P.M + m]);
-      ref.push_back(fp8moe_e4m3_to_float(qr[i]) * sr[(size_t)(j / 128) * P.M + m]);
+      for (int j = 0; j < I; ++j) {
+        const size_t i = (size_t)m * I + j;
+        if (!in) {
+          cr_assert_eq(q[i], POISON_FP8, "%s: row %d (outside every group) written at col %d", what, m, j);
+          continue;
+        }
+        cr_assert_neq(q[i], POISON_FP8, "%s: row %d col %d not written", what, m, j);
+        got.push_back(fp8moe_e4m3_to_float(q[i]) * s[(size_t)(j / 128) * P.M + m]);
+        ref.push_back(fp8moe_e4m3_to_float(qr[i]) * sr[(size_t)(j / 128) * P.M + m]);
+      }
     }
+    const double e = rel_l2(got.data(), ref.data(), got.size());
+    fprintf(stderr, "[gpu_test_gemm] %-44s rows %5d  rel_l2 %.3e (tol %.0e)  scale max rel %.2e\n", what,
+            P.off[P.G] - P.off[0], e, TOL_ACT, worst_scale);
+    cr_assert(e <= TOL_ACT, "%s: activation rel L2 error %.3e > %.0e", what, e, TOL_ACT);
+    cr_assert(worst_scale <= TOL_SCALE, "%s: scale rel error %.3e > %.0e", what, worst_scale, TOL_SCALE);
   }
-  const double e = rel_l2(got.data(), ref.data(), got.size());
-  fprintf(stderr, "[gpu_test_gemm] %-44s rows %5d  rel_l2 %.3e (tol %.0e)  scale max rel %.2e\n", what,
-          P.off[P.G] - P.off[0], e, TOL_ACT, worst_scale);
-  cr_assert(e <= TOL_ACT, "%s: activation rel L2 error %.3e > %.0e", what, e, TOL_ACT);
-  cr_assert(worst_scale <= TOL_SCALE, "%s: scale rel error %.3e > %.0e", what, worst_scale, TOL_SCALE);
   cudaFree(dq);
   cudaFree(ds);
   release(d);
@@ -376,13 +397,25 @@ static std::vector<int> many_sizes(fp8moe_rng *r) {
   return s;
 }
 
+/* 33 decode-sized groups (mean < 32 rows: the heuristic picks 16-row
+ * tiles): random sizes in [0, 20] plus the edges of a 16-row tile */
+static std::vector<int> small_sizes(fp8moe_rng *r) {
+  std::vector<int> s(33);
+  for (auto &x : s) x = (int)(rng_next(r) % 21);
+  const int edges[] = {0, 1, 15, 16, 17, 31, 32, 33};
+  for (int i = 0; i < 8; ++i) s[(size_t)(i * 4 + rng_next(r) % 4)] = edges[i];
+  return s;
+}
+
 /* G = 1 (all rows one group, no padding), G = 8 (edge sizes, padding rows
- * before and after), G = 33 (many tiles per CTA, empty groups) */
+ * before and after), G = 33 (many tiles per CTA, empty groups), G = 33
+ * small groups */
 #define FP8MOE_T_LAYOUTS(RUN, tag)                                                \
   do {                                                                           \
     RUN(tag " G=1 rows=300", std::vector<int>{300}, 0, 0, &r);                   \
     RUN(tag " G=8 edge sizes", edge_sizes(&r), 5, 7, &r);                        \
     RUN(tag " G=33 random sizes", many_sizes(&r), 3, 64, &r);                    \
+    RUN(tag " G=33 small sizes", small_sizes(&r), 1, 2, &r);                     \
   } while (0)
 
 TestSuite(gemm_mma, .init = fp8moe_test_require_gpu, .timeout = 900);
@@ -422,6 +455,19 @@ Test(gemm_mma, deepseek_gemm2_bf16) {
   fp8moe_rng r = {test_seed("deepseek_gemm2_bf16")};
   run_store_case<7168, 2048, epilogue::store_bf16>("bf16 N=7168 K=2048 (DSv3 GEMM2)", deepseek_sizes(&r), 2, 3,
                                                    &r);
+}
+
+/* decode: 32 local experts, 0-8 rows each */
+static std::vector<int> decode_sizes(fp8moe_rng *r) {
+  std::vector<int> s(32);
+  for (auto &x : s) x = (int)(rng_next(r) % 9);
+  return s;
+}
+
+Test(gemm_mma, deepseek_decode) {
+  fp8moe_rng r = {test_seed("deepseek_decode")};
+  run_swiglu_case<4096, 7168>("swiglu N=4096 K=7168 decode G=32", decode_sizes(&r), 0, 5, &r);
+  run_store_case<7168, 2048, epilogue::store_bf16>("bf16 N=7168 K=2048 decode G=32", decode_sizes(&r), 0, 5, &r);
 }
 
 Test(gemm_mma, empty_launches_nothing) {
@@ -477,6 +523,7 @@ Test(gemm_mma, public_component_two_instantiations) {
   run_public_case("gg_small_run bf16 G=33", gg_small_run, 256, 128, FP8MOE_DTYPE_BF16, many_sizes(&r), &r);
   run_public_case("gg_mid_run bf16 G=8", gg_mid_run, 512, 384, FP8MOE_DTYPE_BF16, edge_sizes(&r), &r);
   run_public_case("gg_mid_run fp32 G=1", gg_mid_run, 512, 384, FP8MOE_DTYPE_FP32, std::vector<int>{129}, &r);
+  run_public_case("gg_mid_run fp32 G=33 small", gg_mid_run, 512, 384, FP8MOE_DTYPE_FP32, small_sizes(&r), &r);
 }
 
 /* Validation needs no GPU (it runs before any CUDA call), so this suite runs

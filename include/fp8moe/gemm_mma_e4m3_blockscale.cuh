@@ -7,14 +7,16 @@
  * take, so it aims at "correct everywhere, reasonably fast", not at peak.
  *
  * Design:
- * - Tiles. A CTA of 8 warps owns a BM = 64 row x 128 column output tile and
- *   walks K in stages of BK = 128 bytes, which is exactly one scale block, so
- *   each stage carries its own 64 A scales and its B scale(s). For
- *   swiglu_quant the CTA owns 128 *activation* columns j0..j0+127, i.e. the
- *   128 "up" rows [j0, j0+128) and the 128 "gate" rows [I+j0, I+j0+128) of B
- *   (two 128-row halves), so SwiGLU and the per-(row, 128 column) amax of the
- *   requantization never leave the CTA. Warps are 2 (M) x 4 (N); a warp owns
- *   32 rows x 32 columns of each half.
+ * - Tiles. A CTA of 8 warps owns a BM x 128 column output tile and walks K
+ *   in stages of BK = 128 bytes, which is exactly one scale block, so each
+ *   stage carries its own BM A scales and its B scale(s). For swiglu_quant
+ *   the CTA owns 128 *activation* columns j0..j0+127, i.e. the 128 "up" rows
+ *   [j0, j0+128) and the 128 "gate" rows [I+j0, I+j0+128) of B (two 128-row
+ *   halves), so SwiGLU and the per-(row, 128 column) amax of the
+ *   requantization never leave the CTA. BM = 64 (warps 2 (M) x 4 (N), each
+ *   32 x 32 of each half) for groups of many rows; BM = 16 (warps 1 x 8, each
+ *   16 x 16) when the mean group is small (decode), where 64-row tiles would
+ *   spend the tensor cores on zero rows instead of streaming B.
  * - Operands. cp.async (16 B, src-size 0 zero-fill past the group's last row:
  *   nothing outside a group is ever read) fills a 2-4 stage ring in shared
  *   memory; rows of 128 bytes are XOR-swizzled by 16-byte chunk (chunk ^
@@ -31,7 +33,7 @@
  *   live on the device, written by the pipeline's scan), so the grid is
  *   persistent: min(SMs x occupancy, an upper bound of the tile count). Each
  *   CTA reads group_offset into shared memory, computes the exclusive prefix
- *   of tiles per group (ceil(rows/64) x column tiles; empty groups have none)
+ *   of tiles per group (ceil(rows/BM) x column tiles; empty groups have none)
  *   with a block scan, and takes tiles blockIdx.x, +gridDim.x, ... by binary
  *   search over that prefix. Inside a group, consecutive tiles step over M
  *   first, so CTAs running together share the B tile (the big operand) in L2.
@@ -55,8 +57,8 @@
  * Blackwell's tcgen05 FP8 paths. The results are unaffected (e4m3 -> f16 is
  * exact, accumulation is fp32).
  *
- * Shared memory per stage: 8 KB of A + 16 KB (store) or 32 KB (swiglu) of B
- * + scales. The host picks the deepest ring (up to FP8MOE_GEMM_MMA_MAX_STAGES)
+ * Shared memory per stage: BM x 128 B of A (8 or 2 KB) + 16 KB (store) or
+ * 32 KB (swiglu) of B + scales. The host picks the deepest ring (up to FP8MOE_GEMM_MMA_MAX_STAGES)
  * that fits the device's opt-in limit: 4 stages on sm_90/sm_100, fewer on
  * sm_89's 99 KB.
  */
@@ -70,12 +72,19 @@
 #include "common.cuh"
 #include "gemm_params.cuh"
 
-/* Deepest cp.async ring the host may choose (2..4). Each stage is 24 KB
- * (store) or 40 KB (swiglu) of shared memory; deeper hides more latency of
- * the one CTA per SM, and costs nothing else (the host takes fewer stages
- * where the device has less shared memory). */
+/* Deepest cp.async ring the host may choose (2..4). Each stage is 18-24 KB
+ * (store) or 34-40 KB (swiglu) of shared memory; deeper hides more load
+ * latency (the host takes fewer stages where the device has less shared
+ * memory, e.g. sm_89's 99 KB). */
 #ifndef FP8MOE_GEMM_MMA_MAX_STAGES
 #define FP8MOE_GEMM_MMA_MAX_STAGES 4
+#endif
+
+/* Mean rows per group (m_total / num_groups) under which the 16-row tile
+ * variant runs: it wastes less of the tensor cores on zero rows of small
+ * groups, but re-streams B once per 16 rows instead of per 64. */
+#ifndef FP8MOE_GEMM_MMA_SMALL_M_ROWS
+#define FP8MOE_GEMM_MMA_SMALL_M_ROWS 32
 #endif
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
@@ -132,29 +141,38 @@ static __device__ __forceinline__ void mma_e4m3_16832(float (&d)[4], const uint3
 
 } // namespace mma_ptx
 
-/* The fixed geometry of the kernel; HALVES = 128-row blocks of B per CTA. */
-template <epilogue EPI>
+/* The geometry of one kernel variant: BM = 64 (2 x 4 warps of 32 x 32) for
+ * groups of many rows, BM = 16 (1 x 8 warps of 16 x 16) for decode-sized
+ * groups, where a 64-row tile would be mostly zero rows and the kernel should
+ * be bound by streaming B. halves = 128-row blocks of B per CTA. */
+template <epilogue EPI, int BM>
 struct mma_tile {
+  static_assert(BM == 64 || BM == 16, "tile heights 64 and 16");
   static constexpr int threads = 256;
-  static constexpr int warps_n = 4;                /* warps_m = 2 */
-  static constexpr int bm = 64, bk = 128, bn = 128; /* bn: output (or activation) columns per CTA */
+  static constexpr int warps_m = BM == 64 ? 2 : 1, warps_n = 8 / warps_m;
+  static constexpr int bm = BM, bk = 128, bn = 128; /* bn: output (or activation) columns per CTA */
   static constexpr int halves = EPI == epilogue::swiglu_quant ? 2 : 1;
-  static constexpr int warp_m = 32, warp_n = 32;   /* per half */
+  static constexpr int warp_m = bm / warps_m, warp_n = bn / warps_n; /* per half */
   static constexpr int mi = warp_m / 16, ni = warp_n / 8;
   static constexpr int a_bytes = bm * bk;
   static constexpr int b_bytes = halves * 128 * bk;
   static constexpr int sa_off = a_bytes + b_bytes;  /* bm fp32 A scales */
   static constexpr int sb_off = sa_off + bm * 4;    /* halves fp32 B scales */
   static constexpr int stage_bytes = (sb_off + 16 + 127) / 128 * 128;
+  /* 64 rows: ~125 registers on sm_89, ~240 on sm_90/sm_100 (fragments
+   * widened to f16, see above), and a cap of 128 for two CTAs spills. 16
+   * rows: few accumulators, and more CTAs keep more of B in flight. */
+  static constexpr int min_blocks = BM == 64 ? 1 : 2;
+  static_assert(warps_n * bm <= 256, "s_red holds 256 floats");
 };
 
 /* Shared memory after the ring: group offsets and tile prefix (G+1 each),
  * the swiglu amax exchange, the scan's warp totals. */
-static constexpr int mma_aux_bytes = 2 * (FP8MOE_MAX_EXPERTS + 1) * 4 + 4 * 64 * 4 + 8 * 4;
+static constexpr int mma_aux_bytes = 2 * (FP8MOE_MAX_EXPERTS + 1) * 4 + 256 * 4 + 8 * 4;
 
-template <epilogue EPI>
+template <epilogue EPI, int BM>
 static inline int mma_smem_bytes(int stages) {
-  return stages * mma_tile<EPI>::stage_bytes + mma_aux_bytes;
+  return stages * mma_tile<EPI, BM>::stage_bytes + mma_aux_bytes;
 }
 
 /* Where one tile lies: rows [row0, row_end) of group g (row_end is the group's
@@ -181,18 +199,14 @@ static __device__ __forceinline__ mma_tile_coord mma_decode_tile(int tile, const
   return c;
 }
 
-/* One CTA per SM: with the fp32 accumulator and its per-block temporary the
- * kernel needs ~125 registers on sm_89 and ~240 on sm_90/sm_100 (there the
- * fp8 fragments are widened to f16, see above); capping at 128 for two CTAs
- * spills. */
-template <int N, int K, epilogue EPI>
-__global__ void __launch_bounds__(256, 1)
+template <int N, int K, epilogue EPI, int BM>
+__global__ void __launch_bounds__(256, mma_tile<EPI, BM>::min_blocks)
 gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
   static_assert(N > 0 && K > 0 && N % 128 == 0 && K % 128 == 0, "N and K must be positive multiples of 128");
   static_assert(EPI != epilogue::swiglu_quant || N % 256 == 0, "swiglu_quant needs N = 2*I, I a multiple of 128");
 #if FP8MOE__HAS_MMA_E4M3
   using namespace mma_ptx;
-  using T = mma_tile<EPI>;
+  using T = mma_tile<EPI, BM>;
   constexpr int KB = K / 128;
   constexpr int HALF_N = EPI == epilogue::swiglu_quant ? N / 2 : 0; /* B row offset of the gate half */
   constexpr int N_TILES = (EPI == epilogue::swiglu_quant ? N / 2 : N) / T::bn;
@@ -200,8 +214,8 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
   extern __shared__ __align__(128) uint8_t smem[];
   int *s_off = reinterpret_cast<int *>(smem + stages * T::stage_bytes);
   int *s_pre = s_off + (FP8MOE_MAX_EXPERTS + 1);
-  float *s_red = reinterpret_cast<float *>(s_pre + (FP8MOE_MAX_EXPERTS + 1)); /* [4 warps_n][64 rows] */
-  int *s_wsum = reinterpret_cast<int *>(s_red + 4 * 64);
+  float *s_red = reinterpret_cast<float *>(s_pre + (FP8MOE_MAX_EXPERTS + 1)); /* [warps_n][bm] */
+  int *s_wsum = reinterpret_cast<int *>(s_red + 256);
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int G = p.num_groups, m_total = p.m_total;
@@ -249,10 +263,11 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
   auto load_next = [&]() {
     if (p_it < iters) {
       const uint32_t st = smem0 + p_stage * T::stage_bytes;
-      /* A: 64 rows x 8 chunks, 2 per thread; past the group's end: zero-fill */
+      /* A: bm rows x 8 chunks; past the group's end: zero-fill */
 #pragma unroll
-      for (int i = 0; i < T::bm * 8 / T::threads; ++i) {
+      for (int i = 0; i < (T::bm * 8 + T::threads - 1) / T::threads; ++i) {
         int id = tid + i * T::threads, r = id >> 3, c = id & 7, row = pc.row0 + r;
+        if (T::bm * 8 % T::threads != 0 && id >= T::bm * 8) break;
         bool ok = row < pc.row_end;
         const uint8_t *src = p.a + (ok ? (long long)row * K + p_kb * 128 + c * 16 : 0);
         cp_async_16(st + r * 128 + ((c ^ (r & 7)) << 4), src, ok ? 16 : 0);
@@ -264,7 +279,7 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
         long long brow = (long long)pc.g * N + pc.n0 + (r >> 7) * HALF_N + (r & 127);
         cp_async_16(st + T::a_bytes + r * 128 + ((c ^ (r & 7)) << 4), p.b + brow * K + p_kb * 128 + c * 16, 16);
       }
-      /* scales of this k-block: 64 A rows, one per B half */
+      /* scales of this k-block: bm A rows, one per B half */
       if (tid < T::bm) {
         int row = pc.row0 + tid;
         bool ok = row < pc.row_end;
@@ -432,7 +447,7 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
 #pragma unroll
         for (int m = 0; m < T::mi; ++m)
 #pragma unroll
-          for (int r = 0; r < 2; ++r) s_red[wn * 64 + wm0 + m * 16 + r * 8 + gid] = amax[m][r];
+          for (int r = 0; r < 2; ++r) s_red[wn * T::bm + wm0 + m * 16 + r * 8 + gid] = amax[m][r];
       }
       __syncthreads();
       constexpr int I = N / 2;
@@ -444,7 +459,7 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
           const int rl = wm0 + m * 16 + r * 8 + gid, row = cc.row0 + rl;
           float mx = s_red[rl];
 #pragma unroll
-          for (int w = 1; w < T::warps_n; ++w) mx = fmaxf(mx, s_red[w * 64 + rl]);
+          for (int w = 1; w < T::warps_n; ++w) mx = fmaxf(mx, s_red[w * T::bm + rl]);
           const float scale = fp8moe_quant_scale(mx);
           if (row >= cc.row_end) continue;
 #pragma unroll
@@ -461,14 +476,13 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
 #endif
 }
 
-/* Launch the persistent grouped GEMM. m_total == 0 (or no group): OK,
- * nothing launched. Never synchronizes, never allocates. */
-template <int N, int K, epilogue EPI>
-fp8moe_status gemm_mma_launch(const grouped_gemm_params &p, cudaStream_t stream) {
+/* Launch one tile variant (tests call it directly to cover both). */
+template <int N, int K, epilogue EPI, int BM>
+fp8moe_status gemm_mma_launch_bm(const grouped_gemm_params &p, cudaStream_t stream) {
   static_assert(N > 0 && K > 0 && N % 128 == 0 && K % 128 == 0, "N and K must be positive multiples of 128");
   static_assert(EPI != epilogue::swiglu_quant || N % 256 == 0, "swiglu_quant needs N = 2*I, I a multiple of 128");
   static_assert(FP8MOE_GEMM_MMA_MAX_STAGES >= 2 && FP8MOE_GEMM_MMA_MAX_STAGES <= 4, "2..4 stages");
-  using T = mma_tile<EPI>;
+  using T = mma_tile<EPI, BM>;
   if (p.m_total <= 0 || p.num_groups <= 0) return FP8MOE_OK;
   if (p.num_groups > FP8MOE_MAX_EXPERTS) return FP8MOE_ERROR_INVALID_SHAPE;
   device_info dev;
@@ -481,11 +495,11 @@ fp8moe_status gemm_mma_launch(const grouped_gemm_params &p, cudaStream_t stream)
   if (bound * (K / 128) > INT_MAX) return FP8MOE_ERROR_INVALID_SHAPE;
 
   int stages = FP8MOE_GEMM_MMA_MAX_STAGES;
-  while (stages > 2 && mma_smem_bytes<EPI>(stages) > dev.max_smem_optin) --stages;
-  const int smem = mma_smem_bytes<EPI>(stages);
+  while (stages > 2 && mma_smem_bytes<EPI, BM>(stages) > dev.max_smem_optin) --stages;
+  const int smem = mma_smem_bytes<EPI, BM>(stages);
   if (smem > dev.max_smem_optin) return FP8MOE_ERROR_UNSUPPORTED_DEVICE;
 
-  auto kernel = gemm_mma_e4m3_blockscale_kernel<N, K, EPI>;
+  auto kernel = gemm_mma_e4m3_blockscale_kernel<N, K, EPI, BM>;
   FP8MOE__CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   int occ = 0;
   FP8MOE__CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, T::threads, smem));
@@ -494,6 +508,17 @@ fp8moe_status gemm_mma_launch(const grouped_gemm_params &p, cudaStream_t stream)
   kernel<<<(unsigned)grid, T::threads, smem, stream>>>(p, stages);
   FP8MOE__CHECK_LAUNCH();
   return FP8MOE_OK;
+}
+
+/* Launch the persistent grouped GEMM. m_total == 0 (or no group): OK,
+ * nothing launched. Never synchronizes, never allocates. The host knows only
+ * the bound m_total, so the tile height follows the mean rows per group:
+ * under FP8MOE_GEMM_MMA_SMALL_M_ROWS, 16-row tiles (decode), else 64. */
+template <int N, int K, epilogue EPI>
+fp8moe_status gemm_mma_launch(const grouped_gemm_params &p, cudaStream_t stream) {
+  if ((long long)p.m_total < (long long)FP8MOE_GEMM_MMA_SMALL_M_ROWS * p.num_groups)
+    return gemm_mma_launch_bm<N, K, EPI, 16>(p, stream);
+  return gemm_mma_launch_bm<N, K, EPI, 64>(p, stream);
 }
 
 } // namespace detail

@@ -4,12 +4,12 @@
  *
  * Design.
  *  - One CTA per SM (grid = SM count, capped by an upper bound of the work),
- *    384 threads: warpgroups 0 and 1 are consumers (wgmma + epilogue, 240
- *    registers each after setmaxnreg.inc), warpgroup 2 is the producer (one
- *    elected thread issues TMA; 24 registers after setmaxnreg.dec). ptxas
- *    caps the whole kernel at 168 registers (65536 / 384) and allocates the
- *    consumer branch up to the setmaxnreg.inc value; with 232 the swiglu
- *    instantiation spilled a few bytes, with 240 nothing spills.
+ *    384 threads: warpgroups 0 and 1 are consumers (wgmma + epilogue, 232
+ *    registers each after setmaxnreg.inc), warpgroup 2 is the producer (40
+ *    registers after setmaxnreg.dec): in warp 8 one elected thread issues
+ *    TMA, warp 9 copies the block scales with cp.async, warps 10-11 exit.
+ *    ptxas caps the kernel at 168 registers (65536 / 384) and allocates each
+ *    branch up to its setmaxnreg value; 40/232 is the split with no spills.
  *  - A CTA tile is BM = 128 rows x BN columns; consumer warpgroup w owns rows
  *    [64w, 64w + 64) and all BN columns. BN is one or two "chunks" of 128
  *    columns, each a separate TMA box of B and a separate 128x128 b-scale:
@@ -20,17 +20,23 @@
  *  - Operands are K-major, 128-byte swizzled: a TMA box is 128 bytes of K
  *    (one whole quantization block) by 128 rows, written 1024-byte aligned,
  *    which is exactly the wgmma SW128 K-major canonical layout. A stage holds
- *    one K block: A (16 KiB) + NCHUNK B boxes (16 KiB each), in a ring of
- *    full/empty mbarriers (full: producer arrive + TMA bytes; empty: one
- *    arrival per consumer warp once its wgmmas have read the stage).
+ *    one K block: A (16 KiB) + NCHUNK B boxes (16 KiB each) + that block's
+ *    scales (128 A scales, NCHUNK B scales), in a ring of full/empty
+ *    mbarriers (full: the TMA thread's arrive + bytes and one cp.async
+ *    arrival per scale lane; empty: one arrival per consumer warp once its
+ *    wgmmas have read the stage). A is loaded in boxes of 32 rows, only as
+ *    many as the tile has rows: a decode tile of 4 rows moves 4 KiB of A per
+ *    K block, not 16.
  *  - Block scales: per K block and chunk, the 4 wgmma k32 steps write a
  *    64-register temporary (scale-d = 0 on the first), which is then promoted
  *    into the fp32 accumulator: acc += tmp * a_scale[row] * b_scale. The
  *    tensor core's internal accumulation therefore never spans more than 128
  *    products. Register budget per consumer thread: NCHUNK * 64 accumulator +
- *    64 temporary (192 for swiglu, 128 for store). A scales are read with
- *    plain global loads, one K block ahead (a_scale_ld need not be aligned),
- *    and rows past the group's end use scale 0.
+ *    64 temporary (192 for swiglu, 128 for store). Scales travel with the
+ *    stage (4-byte cp.async, so a_scale_ld needs no alignment; rows past the
+ *    group's end get scale 0): a first version had the consumers load them
+ *    from global memory one K block ahead, and every K block then waited a
+ *    full memory latency (decode ran at ~20 GB/s per SM).
  *  - Persistent scheduler: work items are (group, n-tile, m-tile), ordered
  *    group-major, then n-tile, then m-tile, so consecutive items share the
  *    expert's weight tile (streamed from HBM once, re-read from L2). Each CTA
@@ -81,17 +87,20 @@ enum {
   sm90_threads = 384,          /* 2 consumer warpgroups + 1 producer warpgroup */
   sm90_bm = 128,               /* rows per CTA tile */
   sm90_bk = 128,               /* K per stage: one quantization block, one 128-byte swizzle row */
-  sm90_box_bytes = 128 * 128,  /* one TMA box: 128 rows x 128 bytes */
+  sm90_box_bytes = 128 * 128,  /* one B box: 128 rows x 128 bytes */
+  sm90_a_box_rows = 32,        /* A comes in boxes of 32 rows, only as many as the tile has rows */
   sm90_max_groups = 512,
-  sm90_producer_regs = 24,
-  sm90_consumer_regs = 240
+  sm90_producer_regs = 40,
+  sm90_consumer_regs = 232
 };
 
 template <int NCHUNK, int STAGES>
 struct sm90_smem_layout {
   static constexpr int stage_bytes = (1 + NCHUNK) * sm90_box_bytes;
   static constexpr int barriers_offset = STAGES * stage_bytes;
-  static constexpr int prefix_offset = barriers_offset + 2 * STAGES * 8;
+  static constexpr int scale_a_offset = barriers_offset + 2 * STAGES * 8;   /* [STAGES][128] */
+  static constexpr int scale_b_offset = scale_a_offset + STAGES * 128 * 4;  /* [STAGES][4] */
+  static constexpr int prefix_offset = scale_b_offset + STAGES * 4 * 4;
   static constexpr int offsets_offset = prefix_offset + (sm90_max_groups + 1) * 4;
   static constexpr int bytes = offsets_offset + (sm90_max_groups + 1) * 4;
   static constexpr int dynamic_bytes = bytes + 1024; /* slack to align the base to 1024 */
@@ -159,6 +168,8 @@ __global__ void __launch_bounds__(sm90_threads, 1)
   uint8_t *smem = (uint8_t *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
   uint64_t *full = (uint64_t *)(smem + L::barriers_offset);
   uint64_t *empty = full + STAGES;
+  float *s_scale_a = (float *)(smem + L::scale_a_offset);
+  float *s_scale_b = (float *)(smem + L::scale_b_offset);
   int *s_prefix = (int *)(smem + L::prefix_offset);
   int *s_off = (int *)(smem + L::offsets_offset);
 
@@ -168,7 +179,7 @@ __global__ void __launch_bounds__(sm90_threads, 1)
   /* ---- setup: barriers, then the per-group m-tile prefix ---- */
   if (tid == 0) {
     for (int s = 0; s < STAGES; s++) {
-      sm90::mbar_init(&full[s], 1);
+      sm90::mbar_init(&full[s], 1 + 32); /* TMA thread (+ bytes) and the 32 scale lanes */
       sm90::mbar_init(&empty[s], 8); /* one arrival per consumer warp */
     }
     sm90::mbar_fence_init();
@@ -199,27 +210,61 @@ __global__ void __launch_bounds__(sm90_threads, 1)
   const int total = s_prefix[G] * NT;
 
   if (warp >= 8) {
-    /* ---- producer warpgroup: one thread streams A and B boxes ---- */
+    /* ---- producer warpgroup: warp 8 streams A and B boxes with TMA, warp 9
+     * copies the stage's scales with cp.async; both run up to STAGES K
+     * blocks ahead of the consumers, so no load latency is on their path ---- */
     sm90::setmaxnreg_dec<sm90_producer_regs>();
-    if (warp == 8 && sm90::elect_one()) {
-      sm90::tma_prefetch_map(&map_a);
-      sm90::tma_prefetch_map(&map_b);
+    if (warp == 8) {
+      if (sm90::elect_one()) {
+        sm90::tma_prefetch_map(&map_a);
+        sm90::tma_prefetch_map(&map_b);
+        int stage = 0;
+        uint32_t phase = 0;
+        for (int w = blockIdx.x; w < total; w += gridDim.x) {
+          const sm90_item it = sm90_decode<NT>(w, s_prefix, s_off, G);
+          int brow[NCHUNK];
+#pragma unroll
+          for (int c = 0; c < NCHUNK; c++)
+            brow[c] = it.g * N + (EPI == epilogue::swiglu_quant ? c * (N / 2) + it.n_tile * 128 : it.n_tile * BN + c * 128);
+          /* decode-sized tiles load only the A rows they have (rows past the
+           * group in the last box are other groups' rows or zeros; rows past
+           * the last box keep stale data: all are masked at the store) */
+          const int rows = min(it.row_end - it.row0, sm90_bm);
+          const int a_boxes = (rows + sm90_a_box_rows - 1) / sm90_a_box_rows;
+          const uint32_t bytes = (uint32_t)(a_boxes * sm90_a_box_rows * 128 + NCHUNK * sm90_box_bytes);
+          for (int kb = 0; kb < KB; kb++) {
+            sm90::mbar_wait(&empty[stage], phase ^ 1u);
+            uint8_t *st = smem + stage * stage_bytes;
+            sm90::mbar_arrive_expect_tx(&full[stage], bytes);
+            for (int b = 0; b < a_boxes; b++)
+              sm90::tma_load_2d(st + b * sm90_a_box_rows * 128, &map_a, &full[stage], kb * sm90_bk,
+                                it.row0 + b * sm90_a_box_rows);
+#pragma unroll
+            for (int c = 0; c < NCHUNK; c++)
+              sm90::tma_load_2d(st + (1 + c) * sm90_box_bytes, &map_b, &full[stage], kb * sm90_bk, brow[c]);
+            if (++stage == STAGES) { stage = 0; phase ^= 1u; }
+          }
+        }
+      }
+    } else if (warp == 9) {
       int stage = 0;
       uint32_t phase = 0;
       for (int w = blockIdx.x; w < total; w += gridDim.x) {
         const sm90_item it = sm90_decode<NT>(w, s_prefix, s_off, G);
-        int brow[NCHUNK];
-#pragma unroll
-        for (int c = 0; c < NCHUNK; c++)
-          brow[c] = it.g * N + (EPI == epilogue::swiglu_quant ? c * (N / 2) + it.n_tile * 128 : it.n_tile * BN + c * 128);
+        const int nblk = EPI == epilogue::swiglu_quant ? lane * (N / 256) + it.n_tile : it.n_tile * NCHUNK + lane;
+        const float *bsrc = p.b_scale + ((long long)it.g * (N / 128) + nblk) * KB;
         for (int kb = 0; kb < KB; kb++) {
           sm90::mbar_wait(&empty[stage], phase ^ 1u);
-          uint8_t *st = smem + stage * stage_bytes;
-          sm90::mbar_arrive_expect_tx(&full[stage], stage_bytes);
-          sm90::tma_load_2d(st, &map_a, &full[stage], kb * sm90_bk, it.row0);
+          const float *asrc = p.a_scale + (long long)kb * p.a_scale_ld;
+          float *sa = s_scale_a + stage * 128;
 #pragma unroll
-          for (int c = 0; c < NCHUNK; c++)
-            sm90::tma_load_2d(st + (1 + c) * sm90_box_bytes, &map_b, &full[stage], kb * sm90_bk, brow[c]);
+          for (int i = 0; i < 4; i++) {
+            const int r = it.row0 + lane + 32 * i;
+            const bool ok = r < it.row_end;
+            sm90::cp_async_4_zfill(sa + lane + 32 * i, ok ? asrc + r : p.a_scale, ok);
+          }
+          if (lane < NCHUNK) sm90::cp_async_4_zfill(s_scale_b + stage * 4 + lane, bsrc + kb, true);
+          sm90::cp_async_mbar_arrive(&full[stage]);
           if (++stage == STAGES) { stage = 0; phase ^= 1u; }
         }
       }
@@ -242,41 +287,20 @@ __global__ void __launch_bounds__(sm90_threads, 1)
       const bool active = it.row0 + wg * 64 < it.row_end;
       const int r0 = it.row0 + wg * 64 + wrow, r1 = r0 + 8;
       const bool v0 = r0 < it.row_end, v1 = r1 < it.row_end;
-      const float *bsc[NCHUNK];
-#pragma unroll
-      for (int c = 0; c < NCHUNK; c++) {
-        const int nblk = EPI == epilogue::swiglu_quant ? c * (N / 256) + it.n_tile : it.n_tile * NCHUNK + c;
-        bsc[c] = p.b_scale + ((long long)it.g * (N / 128) + nblk) * KB;
-      }
-      const float *asc0 = p.a_scale + r0, *asc1 = p.a_scale + r1;
-
       float acc[NCHUNK][64];
 #pragma unroll
       for (int c = 0; c < NCHUNK; c++)
 #pragma unroll
         for (int i = 0; i < 64; i++) acc[c][i] = 0.0f;
 
-      /* scales of the next K block are loaded one block ahead */
-      float sa0n = v0 ? __ldg(asc0) : 0.0f, sa1n = v1 ? __ldg(asc1) : 0.0f;
-      float sbn[NCHUNK];
-#pragma unroll
-      for (int c = 0; c < NCHUNK; c++) sbn[c] = __ldg(bsc[c]);
-
       for (int kb = 0; kb < KB; kb++) {
-        const float sa0 = sa0n, sa1 = sa1n;
-        float sb[NCHUNK];
-#pragma unroll
-        for (int c = 0; c < NCHUNK; c++) sb[c] = sbn[c];
-        if (kb + 1 < KB) {
-          const long long o = (long long)(kb + 1) * p.a_scale_ld;
-          sa0n = v0 ? __ldg(asc0 + o) : 0.0f;
-          sa1n = v1 ? __ldg(asc1 + o) : 0.0f;
-#pragma unroll
-          for (int c = 0; c < NCHUNK; c++) sbn[c] = __ldg(bsc[c] + kb + 1);
-        }
-
         sm90::mbar_wait(&full[stage], phase);
         if (active) {
+          /* this stage's scales, into registers before the stage is released */
+          const float sa0 = s_scale_a[stage * 128 + wg * 64 + wrow], sa1 = s_scale_a[stage * 128 + wg * 64 + wrow + 8];
+          float sb[NCHUNK];
+#pragma unroll
+          for (int c = 0; c < NCHUNK; c++) sb[c] = s_scale_b[stage * 4 + c];
           const uint64_t soff = (uint64_t)((stage * stage_bytes) >> 4);
 #pragma unroll
           for (int c = 0; c < NCHUNK; c++) {
@@ -391,14 +415,15 @@ static inline PFN_cuTensorMapEncodeTiled_v12000 sm90_tensor_map_encoder() {
   return fn;
 }
 
-/* A 2D K-major fp8 operand [rows, K] read as 128-byte x 128-row boxes with
+/* A 2D K-major fp8 operand [rows, K] read as 128-byte x box_rows boxes with
  * the 128-byte swizzle; rows past `rows` read as zeros. */
-static inline bool sm90_make_operand_map(CUtensorMap *map, const void *base, unsigned long long rows, int K) {
+static inline bool sm90_make_operand_map(CUtensorMap *map, const void *base, unsigned long long rows, int K,
+                                         unsigned box_rows) {
   PFN_cuTensorMapEncodeTiled_v12000 encode = sm90_tensor_map_encoder();
   if (!encode) return false;
   cuuint64_t dims[2] = {(cuuint64_t)K, (cuuint64_t)rows};
   cuuint64_t strides[1] = {(cuuint64_t)K};
-  cuuint32_t box[2] = {128, 128};
+  cuuint32_t box[2] = {128, box_rows};
   cuuint32_t elem[2] = {1, 1};
   return encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void *>(base), dims, strides, box, elem,
                 CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
@@ -424,8 +449,8 @@ fp8moe_status gemm_sm90_launch_config(const grouped_gemm_params &p, cudaStream_t
   if (dev.cc != 90 || dev.max_smem_optin < L::dynamic_bytes) return FP8MOE_ERROR_UNSUPPORTED_DEVICE;
 
   CUtensorMap map_a, map_b;
-  if (!sm90_make_operand_map(&map_a, p.a, (unsigned long long)p.m_total, K) ||
-      !sm90_make_operand_map(&map_b, p.b, (unsigned long long)p.num_groups * N, K))
+  if (!sm90_make_operand_map(&map_a, p.a, (unsigned long long)p.m_total, K, sm90_a_box_rows) ||
+      !sm90_make_operand_map(&map_b, p.b, (unsigned long long)p.num_groups * N, K, 128))
     return FP8MOE_ERROR_CUDA;
 
   constexpr int NT = EPI == epilogue::swiglu_quant ? N / 256 : N / (128 * NCHUNK);

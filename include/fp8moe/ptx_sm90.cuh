@@ -108,6 +108,25 @@ static __device__ __forceinline__ void tma_load_2d(void *dst, const CUtensorMap 
 #endif
 }
 
+/* cp.async (4 bytes, global -> shared), non-blocking: the copy of one
+ * scale. When `valid` is false nothing is read and the 4 bytes are zeroed
+ * (src-size 0), so `src` need not point at anything. */
+static __device__ __forceinline__ void cp_async_4_zfill(void *dst, const void *src, bool valid) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 4 : 0)
+               : "memory");
+#endif
+}
+
+/* cp.async.mbarrier.arrive.noinc: one arrival on `bar` once all of this
+ * thread's earlier cp.async copies have landed (noinc: the arrival is part
+ * of the count the barrier was initialized with). */
+static __device__ __forceinline__ void cp_async_mbar_arrive(uint64_t *bar) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(smem_addr(bar)) : "memory");
+#endif
+}
+
 /* fence.proxy.async.shared::cta: order this thread's generic-proxy shared
  * memory accesses before later async-proxy (TMA / wgmma) ones. */
 static __device__ __forceinline__ void fence_proxy_async_shared() {

@@ -73,7 +73,7 @@ __global__ void decode_topk_kernel(decode_params p) {
 enum { scan_threads = 256, scan_items = 2 };
 static_assert(scan_threads * scan_items >= FP8MOE_MAX_EXPERTS, "scan covers every expert");
 
-__global__ void __launch_bounds__(scan_threads) scan_expert_counts_kernel(int *expert_count, int *expert_offset,
+static __global__ void __launch_bounds__(scan_threads) scan_expert_counts_kernel(int *expert_count, int *expert_offset,
                                                                          int num_experts) {
   typedef cub::BlockScan<int, scan_threads> scan_t;
   __shared__ typename scan_t::TempStorage tmp;

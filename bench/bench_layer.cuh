@@ -24,8 +24,9 @@
  *   A = W[e] as k x m column-major (= [N, K] row-major), transa = T,
  *       scales BLK128x128_32F: [N/128][L4] row-major with L4 = K/128 rounded
  *       up to 4 (fp8moe's [N/128][K/128] is repacked once when K/128 % 4 != 0);
- *   B = rows of expert e as k x n column-major (= [count, K] row-major),
- *       scales VEC128_32F: [K/128][count], the rows contiguous, one block per
+ *   B = rows of expert e as k x n column-major (= [n, K] row-major), n = the
+ *       expert's row count, rounded up where cuBLASLt needs it (the plan),
+ *       scales VEC128_32F: [K/128][n], the rows contiguous, one block per
  *       expert (fp8moe keeps one [K/128][ld] array for all rows, so the peer
  *       regroups it; the SwiGLU kernel writes GEMM2's scales this way directly);
  *   D = [count, N] row-major.

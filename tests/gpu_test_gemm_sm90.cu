@@ -376,7 +376,7 @@ Test(gemm_sm90, store_bf16_deepseek_gemm2) {
   problem P = make_problem(7168, 2048, {1, 63, 0, 65, 129, 40}, 2, 3, 1, 0, &r);
   std::vector<double> ref = reference_gemm(P);
   check_store<7168, 2048, epilogue::store_bf16>(P, ref, "bf16 N7168 K2048 G6 (default tile)");
-  check_store<7168, 2048, epilogue::store_bf16, 2, 4>(P, ref, "bf16 N7168 K2048 G6 (BN=256 tile)");
+  check_store<7168, 2048, epilogue::store_bf16, 1, 6>(P, ref, "bf16 N7168 K2048 G6 (BN=128 tile)");
   check_store<7168, 2048, epilogue::store_fp32>(P, ref, "fp32 N7168 K2048 G6");
 }
 
@@ -526,11 +526,11 @@ Test(gemm_sm90, perf_deepseek, .timeout = 600) {
   bench<4096, 7168, epilogue::swiglu_quant>("GEMM1 swiglu N4096 K7168", 256, 4, seed);
   bench<4096, 7168, epilogue::swiglu_quant>("GEMM1 swiglu N4096 K7168", 32, 128, seed);
   bench<4096, 7168, epilogue::swiglu_quant>("GEMM1 swiglu N4096 K7168", 32, 4096, seed);
-  bench<7168, 2048, epilogue::store_bf16>("GEMM2 bf16 N7168 K2048", 8, 8, seed);
-  bench<7168, 2048, epilogue::store_bf16>("GEMM2 bf16 N7168 K2048", 256, 4, seed);
-  bench<7168, 2048, epilogue::store_bf16>("GEMM2 bf16 N7168 K2048", 32, 128, seed);
-  bench<7168, 2048, epilogue::store_bf16>("GEMM2 bf16 N7168 K2048", 32, 4096, seed);
-  bench<7168, 2048, epilogue::store_bf16, 2, 4>("GEMM2 bf16 N7168 K2048 BN=256", 8, 8, seed);
-  bench<7168, 2048, epilogue::store_bf16, 2, 4>("GEMM2 bf16 N7168 K2048 BN=256", 32, 128, seed);
-  bench<7168, 2048, epilogue::store_bf16, 2, 4>("GEMM2 bf16 N7168 K2048 BN=256", 32, 4096, seed);
+  bench<7168, 2048, epilogue::store_bf16>("GEMM2 bf16 N7168 K2048 default", 8, 8, seed);
+  bench<7168, 2048, epilogue::store_bf16>("GEMM2 bf16 N7168 K2048 default", 256, 4, seed);
+  bench<7168, 2048, epilogue::store_bf16>("GEMM2 bf16 N7168 K2048 default", 32, 128, seed);
+  bench<7168, 2048, epilogue::store_bf16>("GEMM2 bf16 N7168 K2048 default", 32, 4096, seed);
+  bench<7168, 2048, epilogue::store_bf16, 1, 6>("GEMM2 bf16 N7168 K2048 BN=128", 8, 8, seed);
+  bench<7168, 2048, epilogue::store_bf16, 1, 6>("GEMM2 bf16 N7168 K2048 BN=128", 32, 128, seed);
+  bench<7168, 2048, epilogue::store_bf16, 1, 6>("GEMM2 bf16 N7168 K2048 BN=128", 32, 4096, seed);
 }

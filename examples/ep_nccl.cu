@@ -1,0 +1,460 @@
+/* examples/ep_nccl.cu - expert parallelism over NCCL: each GPU runs its shard
+ * of the experts, an all-reduce sums the partial outputs.
+ *
+ * Build (from the repository root; NCCL's headers and library on the default
+ * paths, else add -I<nccl>/include -L<nccl>/lib):
+ *   nvcc -std=c++17 -O3 -Iinclude -gencode arch=compute_90a,code=sm_90a \
+ *        examples/ep_nccl.cu -o ep_nccl -lnccl
+ * Run (scripts/gpu-ep.sh does both on the GPU machine):
+ *   NCCL_NVLS_ENABLE=0 ./ep_nccl [num_tokens=512] [num_gpus=2] [bf16|fp32]
+ *
+ * What it does. A DeepSeek-V3 layer (E=256, K=8, H=7168, I=2048) with random
+ * FP8 weights, the same T tokens and the same routed top-8 (packed) on every
+ * GPU. GPU r of N holds experts [r*E/N, (r+1)*E/N) and calls
+ *     dsv3_run_routed(args with local_expert_offset = r*E/N,
+ *                     local_num_experts = E/N)
+ * which computes only the slots routed to its experts, weighted and summed,
+ * and writes exact zeros for tokens with none (SPEC section 2, step 1): a
+ * partial bf16 output [T, H]. One all-reduce (sum) of the partials gives the
+ * layer's output on every GPU. The same layer with all E experts on GPU 0 is
+ * the reference: both all-reduce variants below must match it within SPEC's
+ * tolerance (relative L2 <= 1e-2); the program prints the errors and times.
+ *
+ * bf16 or fp32 all-reduce. NCCL sums bf16 buffers in bf16: each reduction
+ * step rounds, so a ring over N GPUs rounds a sum up to N-1 times on top of
+ * the rounding of each partial. The fp32 variant widens each partial to fp32,
+ * all-reduces fp32 (twice the bytes) and rounds once at the end. With N = 2
+ * the two agree (one addition, one rounding either way); the gap grows with
+ * N and with cancellation between partials. The example's output (the third
+ * argument picks) is the fp32 variant by default: its error does not grow
+ * with the number of GPUs, and its cost is small - 4*T*H bytes per GPU
+ * instead of 2*T*H, next to a layer that reads E_loc*3*H*I bytes of weights
+ * per GPU. Engines that all-reduce in bf16 to halve the bytes get the other
+ * line of the printout (both variants are run, checked and timed).
+ *
+ * To 8 GPUs. `./ep_nccl 512 8` shards 32 experts per GPU (SPEC's EP shard,
+ * rank 2 is "32 local at offset 64"). The code is per rank already; across
+ * processes (one per GPU, MPI or torchrun), replace ncclCommInitAll by
+ * ncclGetUniqueId on rank 0, a broadcast of the id, and ncclCommInitRank,
+ * and drop the group calls around the per-rank loop.
+ *
+ * To all-to-all dispatch. Here every GPU sees every token and sends T*H
+ * partial sums through the all-reduce whatever the routing. Large
+ * deployments keep different tokens on each GPU (data-parallel attention)
+ * and move each token only to the GPUs that own its experts:
+ *   1. Route on the token's home GPU (its own router, or name_run's routing
+ *      kept aside); the owner of slot (t, k) is rank id / E_loc.
+ *   2. Dispatch (all-to-all, ncclSend/ncclRecv in one group): exchange the
+ *      per-destination token counts first (the receiver needs its token
+ *      count on the host for num_tokens and the workspace), then send each
+ *      token ONCE to each distinct owner rank - its fp8 row, its H/128
+ *      scales and its whole packed top-k row, unchanged. No need to filter
+ *      the top-k: ids of experts on other GPUs are not local, so fp8moe
+ *      skips those slots (they are not "invalid ids").
+ *   3. Each GPU calls name_run_routed on the tokens it received, with
+ *      local_expert_offset = rank*E_loc. The receive side must write the
+ *      scales in the transposed [H/128, T_recv] layout. Its output rows are
+ *      already weighted and summed over the token's local slots.
+ *   4. Combine (all-to-all back): each partial row returns to the token's
+ *      home GPU, which adds the <= min(K, N) partials of each token in fp32
+ *      and rounds to bf16 once - the weights were applied by fp8moe, so the
+ *      combine is a plain sum.
+ * Bytes then follow the routing fan-out (an fp8 row out and a bf16 row back
+ * per token and owner rank) instead of T*H per GPU. For CUDA graphs, use a
+ * fixed receive capacity: padding tokens whose packed ids all name experts
+ * of other GPUs cost nothing but a zero output row.
+ */
+#include <fp8moe/fp8moe.cuh>
+#include <nccl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <vector>
+
+FP8MOE_DEFINE(dsv3, 256, 8, 7168, 2048);
+enum { E = 256, K = 8, H = 7168, I = 2048 };
+
+#define CUDA_CHECK(x)                                                                        \
+  do {                                                                                       \
+    cudaError_t e_ = (x);                                                                    \
+    if (e_ != cudaSuccess) {                                                                 \
+      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));     \
+      exit(1);                                                                               \
+    }                                                                                        \
+  } while (0)
+#define NCCL_CHECK(x)                                                                        \
+  do {                                                                                       \
+    ncclResult_t r_ = (x);                                                                   \
+    if (r_ != ncclSuccess) {                                                                 \
+      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, ncclGetErrorString(r_));     \
+      exit(1);                                                                               \
+    }                                                                                        \
+  } while (0)
+#define MOE_CHECK(x)                                                                         \
+  do {                                                                                       \
+    fp8moe_status s_ = (x);                                                                  \
+    if (s_ != FP8MOE_OK) {                                                                   \
+      fprintf(stderr, "%s: %s\n", #x, fp8moe_status_string(s_));                             \
+      exit(1);                                                                               \
+    }                                                                                        \
+  } while (0)
+
+/* ---- data: every element is a hash of (seed, its global index) ----------
+ * so a GPU makes exactly its shard of the global weights, and GPU 0's full
+ * copy holds the same numbers. */
+
+static __host__ __device__ uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+/* fp8 e4m3 codes with |v| in [2^-4, 7.5] */
+__global__ void fill_fp8(uint8_t *p, size_t n, size_t first, uint64_t seed) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    uint64_t z = mix64(seed + (first + i) * 0x9e3779b97f4a7c15ull);
+    p[i] = (uint8_t)(((z & 1) << 7) | ((3 + ((z >> 1) & 7)) << 3) | ((z >> 4) & 7));
+  }
+}
+
+/* lo + span * u, u uniform in [0, 1) */
+__global__ void fill_uniform(float *p, size_t n, size_t first, uint64_t seed, float lo, float span) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    uint64_t z = mix64(seed + (first + i) * 0x9e3779b97f4a7c15ull);
+    p[i] = lo + span * (float)(z >> 40) * (1.0f / 16777216.0f);
+  }
+}
+
+__global__ void bf16_to_f32(const uint16_t *in, float *out, size_t n) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    out[i] = __uint_as_float((uint32_t)in[i] << 16);
+}
+
+__global__ void f32_to_bf16(const float *in, uint16_t *out, size_t n) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    __nv_bfloat16 b = __float2bfloat16_rn(in[i]);
+    out[i] = *reinterpret_cast<uint16_t *>(&b);
+  }
+}
+
+template <class T>
+static T *dev_alloc(size_t count) {
+  T *p = NULL;
+  CUDA_CHECK(cudaMalloc(&p, count * sizeof(T) + 16));
+  return p;
+}
+
+/* The weights of experts [first, first + count) of the global layer. */
+struct Weights {
+  uint8_t *w1, *w2;
+  float *w1s, *w2s;
+};
+enum : uint64_t { SEED_W1 = 1, SEED_W2 = 2, SEED_W1S = 3, SEED_W2S = 4, SEED_X = 5, SEED_XS = 6 };
+static const size_t W1_PER_EXPERT = (size_t)2 * I * H, W2_PER_EXPERT = (size_t)H * I;
+static const size_t W1S_PER_EXPERT = (size_t)(2 * I / 128) * (H / 128), W2S_PER_EXPERT = (size_t)(H / 128) * (I / 128);
+
+static Weights make_weights(int first, int count, uint64_t seed, cudaStream_t s) {
+  Weights w;
+  w.w1 = dev_alloc<uint8_t>(count * W1_PER_EXPERT);
+  w.w2 = dev_alloc<uint8_t>(count * W2_PER_EXPERT);
+  w.w1s = dev_alloc<float>(count * W1S_PER_EXPERT);
+  w.w2s = dev_alloc<float>(count * W2S_PER_EXPERT);
+  fill_fp8<<<2048, 256, 0, s>>>(w.w1, count * W1_PER_EXPERT, first * W1_PER_EXPERT, seed ^ (SEED_W1 << 56));
+  fill_fp8<<<2048, 256, 0, s>>>(w.w2, count * W2_PER_EXPERT, first * W2_PER_EXPERT, seed ^ (SEED_W2 << 56));
+  fill_uniform<<<256, 256, 0, s>>>(w.w1s, count * W1S_PER_EXPERT, first * W1S_PER_EXPERT, seed ^ (SEED_W1S << 56),
+                                   0.5f / sqrtf((float)H), 1.0f / sqrtf((float)H));
+  fill_uniform<<<256, 256, 0, s>>>(w.w2s, count * W2S_PER_EXPERT, first * W2S_PER_EXPERT, seed ^ (SEED_W2S << 56),
+                                   0.5f / sqrtf((float)I), 1.0f / sqrtf((float)I));
+  CUDA_CHECK(cudaGetLastError());
+  return w;
+}
+
+static void free_weights(Weights &w) {
+  CUDA_CHECK(cudaFree(w.w1));
+  CUDA_CHECK(cudaFree(w.w2));
+  CUDA_CHECK(cudaFree(w.w1s));
+  CUDA_CHECK(cudaFree(w.w2s));
+}
+
+/* What each GPU holds. */
+struct Rank {
+  int dev;
+  cudaStream_t stream;
+  ncclComm_t comm;
+  Weights w;
+  uint8_t *x;
+  float *xs;
+  int32_t *topk;
+  uint16_t *partial;   /* this GPU's partial output, bf16 [T, H] */
+  uint16_t *sum_bf16;  /* all-reduce in bf16 */
+  float *acc;          /* the partial widened to fp32, all-reduced in place */
+  uint16_t *sum_fp32;  /* acc rounded to bf16 */
+  void *ws;
+  size_t ws_bytes;
+  fp8moe_args args;
+  cudaEvent_t ev[3];
+};
+
+static double seconds_now(void) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+static float median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+static double rel_l2(const std::vector<uint16_t> &got, const std::vector<uint16_t> &ref, int *nonfinite) {
+  double num = 0, den = 0;
+  *nonfinite = 0;
+  for (size_t i = 0; i < got.size(); i++) {
+    double g = fp8moe_bf16_to_float(got[i]), r = fp8moe_bf16_to_float(ref[i]);
+    if (!isfinite(g)) (*nonfinite)++;
+    num += (g - r) * (g - r);
+    den += r * r;
+  }
+  return sqrt(num / (den > 0 ? den : 1));
+}
+
+int main(int argc, char **argv) {
+  const int T = argc > 1 ? atoi(argv[1]) : 512;
+  int N = argc > 2 ? atoi(argv[2]) : 2;
+  const int use_fp32 = !(argc > 3 && strcmp(argv[3], "bf16") == 0);
+  /* This example never needs NVLink SHARP (multicast); leave it off unless
+   * the caller's environment says otherwise. */
+  setenv("NCCL_NVLS_ENABLE", "0", 0);
+
+  int ndev = 0;
+  if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+    printf("ep_nccl: no CUDA device here; nothing to run.\n");
+    return 0;
+  }
+  if (T < 1 || N < 1 || E % N != 0) {
+    fprintf(stderr, "usage: ep_nccl [num_tokens >= 1] [num_gpus dividing %d] [bf16|fp32]\n", E);
+    return 2;
+  }
+  if (N > ndev) {
+    fprintf(stderr, "ep_nccl: %d GPUs asked for, %d visible\n", N, ndev);
+    return 2;
+  }
+  const int E_loc = E / N;
+  uint64_t seed = getenv("FP8MOE_SEED") ? strtoull(getenv("FP8MOE_SEED"), NULL, 0) : (uint64_t)time(NULL);
+  int nccl_version = 0;
+  NCCL_CHECK(ncclGetVersion(&nccl_version));
+  printf("ep_nccl: DeepSeek-V3 layer E=%d K=%d H=%d I=%d, T=%d tokens, %d GPU(s) x %d experts, NCCL %d, "
+         "seed %llu (FP8MOE_SEED)\n",
+         E, K, H, I, T, N, E_loc, nccl_version, (unsigned long long)seed);
+
+  /* a random top-8 of distinct experts per token, packed (id << 16 | bf16 weight) */
+  std::vector<int32_t> packed((size_t)T * K);
+  uint64_t st = seed * 0x9e3779b97f4a7c15ull + 7;
+  for (int t = 0; t < T; t++)
+    for (int k = 0; k < K; k++) {
+      int e;
+      bool dup;
+      do {
+        e = (int)(mix64(st++) % E);
+        dup = false;
+        for (int j = 0; j < k; j++) dup |= fp8moe_topk_id(packed[(size_t)t * K + j]) == e;
+      } while (dup);
+      float w = 0.05f + (float)(mix64(st++) >> 40) / 16777216.0f / K;
+      packed[(size_t)t * K + k] = fp8moe_topk_pack(e, w);
+    }
+
+  const size_t n_out = (size_t)T * H;
+  std::vector<uint16_t> ref(n_out), got_bf16(n_out), got_fp32(n_out), other(n_out);
+
+  /* ---- the reference: all E experts on GPU 0 ---- */
+  std::vector<Rank> ranks(N);
+  for (int r = 0; r < N; r++) {
+    Rank &R = ranks[r];
+    R.dev = r;
+    CUDA_CHECK(cudaSetDevice(r));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&R.stream, cudaStreamNonBlocking));
+    for (auto &e : R.ev) CUDA_CHECK(cudaEventCreate(&e));
+    R.x = dev_alloc<uint8_t>(n_out);
+    R.xs = dev_alloc<float>((size_t)(H / 128) * T);
+    fill_fp8<<<1024, 256, 0, R.stream>>>(R.x, n_out, 0, seed ^ (SEED_X << 56));
+    fill_uniform<<<256, 256, 0, R.stream>>>(R.xs, (size_t)(H / 128) * T, 0, seed ^ (SEED_XS << 56), 0.25f, 1.0f);
+    CUDA_CHECK(cudaGetLastError());
+    R.topk = dev_alloc<int32_t>(packed.size());
+    CUDA_CHECK(cudaMemcpyAsync(R.topk, packed.data(), packed.size() * 4, cudaMemcpyHostToDevice, R.stream));
+    R.ws_bytes = dsv3_workspace_size(T);
+    CUDA_CHECK(cudaMalloc(&R.ws, R.ws_bytes));
+    R.partial = dev_alloc<uint16_t>(n_out);
+    memset(&R.args, 0, sizeof R.args);
+    R.args.num_tokens = T;
+    R.args.hidden_states = R.x;
+    R.args.hidden_states_scale = R.xs;
+    R.args.topk_packed = R.topk;
+    R.args.output = R.partial;
+  }
+
+  float single_ms;
+  {
+    Rank &R = ranks[0];
+    CUDA_CHECK(cudaSetDevice(0));
+    Weights full = make_weights(0, E, seed, R.stream);
+    fp8moe_args a = R.args;
+    a.local_expert_offset = 0;
+    a.local_num_experts = E;
+    a.w1 = full.w1;
+    a.w1_scale = full.w1s;
+    a.w2 = full.w2;
+    a.w2_scale = full.w2s;
+    std::vector<float> ms;
+    for (int it = 0; it < 25; it++) {
+      CUDA_CHECK(cudaEventRecord(R.ev[0], R.stream));
+      MOE_CHECK(dsv3_run_routed(&a, R.ws, R.ws_bytes, R.stream));
+      CUDA_CHECK(cudaEventRecord(R.ev[1], R.stream));
+      CUDA_CHECK(cudaEventSynchronize(R.ev[1]));
+      float m;
+      CUDA_CHECK(cudaEventElapsedTime(&m, R.ev[0], R.ev[1]));
+      if (it >= 5) ms.push_back(m);
+    }
+    single_ms = median(ms);
+    CUDA_CHECK(cudaMemcpy(ref.data(), R.partial, n_out * 2, cudaMemcpyDeviceToHost));
+    free_weights(full); /* GPU 0 needs the room for its shard */
+  }
+  double ref_norm = 0;
+  for (uint16_t v : ref) ref_norm += (double)fp8moe_bf16_to_float(v) * fp8moe_bf16_to_float(v);
+  if (!(ref_norm > 0) || !isfinite(ref_norm)) {
+    fprintf(stderr, "ep_nccl: the single-GPU output is zero or not finite (||ref||^2 = %g)\n", ref_norm);
+    return 1;
+  }
+  printf("single GPU (all %d experts on GPU 0): %.3f ms per layer (median of 20)\n", E, single_ms);
+
+  /* ---- the shards and the communicator ---- */
+  for (int r = 0; r < N; r++) {
+    Rank &R = ranks[r];
+    CUDA_CHECK(cudaSetDevice(r));
+    R.w = make_weights(r * E_loc, E_loc, seed, R.stream);
+    R.args.local_expert_offset = r * E_loc;
+    R.args.local_num_experts = E_loc;
+    R.args.w1 = R.w.w1;
+    R.args.w1_scale = R.w.w1s;
+    R.args.w2 = R.w.w2;
+    R.args.w2_scale = R.w.w2s;
+    R.sum_bf16 = dev_alloc<uint16_t>(n_out);
+    R.acc = dev_alloc<float>(n_out);
+    R.sum_fp32 = dev_alloc<uint16_t>(n_out);
+  }
+  std::vector<ncclComm_t> comms(N);
+  std::vector<int> devs(N);
+  for (int r = 0; r < N; r++) devs[r] = r;
+  NCCL_CHECK(ncclCommInitAll(comms.data(), N, devs.data()));
+  for (int r = 0; r < N; r++) ranks[r].comm = comms[r];
+
+  /* ---- one EP step: every GPU its shard, then the all-reduce ---- */
+  struct Timing {
+    std::vector<float> step_ms, layer_ms, reduce_ms;
+  } timing[2];
+  for (int variant = 0; variant < 2; variant++) { /* 0: bf16 all-reduce, 1: fp32 */
+    for (int it = 0; it < 25; it++) {
+      double t0 = seconds_now();
+      for (int r = 0; r < N; r++) {
+        Rank &R = ranks[r];
+        CUDA_CHECK(cudaSetDevice(r));
+        CUDA_CHECK(cudaEventRecord(R.ev[0], R.stream));
+        MOE_CHECK(dsv3_run_routed(&R.args, R.ws, R.ws_bytes, R.stream));
+        CUDA_CHECK(cudaEventRecord(R.ev[1], R.stream));
+        if (variant == 1) {
+          bf16_to_f32<<<1024, 256, 0, R.stream>>>(R.partial, R.acc, n_out);
+          CUDA_CHECK(cudaGetLastError());
+        }
+      }
+      /* one thread drives all GPUs: the per-rank collectives form one group */
+      NCCL_CHECK(ncclGroupStart());
+      for (int r = 0; r < N; r++) {
+        Rank &R = ranks[r];
+        if (variant == 0)
+          NCCL_CHECK(ncclAllReduce(R.partial, R.sum_bf16, n_out, ncclBfloat16, ncclSum, R.comm, R.stream));
+        else
+          NCCL_CHECK(ncclAllReduce(R.acc, R.acc, n_out, ncclFloat32, ncclSum, R.comm, R.stream));
+      }
+      NCCL_CHECK(ncclGroupEnd());
+      for (int r = 0; r < N; r++) {
+        Rank &R = ranks[r];
+        CUDA_CHECK(cudaSetDevice(r));
+        if (variant == 1) {
+          f32_to_bf16<<<1024, 256, 0, R.stream>>>(R.acc, R.sum_fp32, n_out);
+          CUDA_CHECK(cudaGetLastError());
+        }
+        CUDA_CHECK(cudaEventRecord(R.ev[2], R.stream));
+      }
+      float layer = 0, reduce = 0;
+      for (int r = 0; r < N; r++) {
+        Rank &R = ranks[r];
+        CUDA_CHECK(cudaSetDevice(r));
+        CUDA_CHECK(cudaStreamSynchronize(R.stream));
+        float a, b;
+        CUDA_CHECK(cudaEventElapsedTime(&a, R.ev[0], R.ev[1]));
+        CUDA_CHECK(cudaEventElapsedTime(&b, R.ev[1], R.ev[2]));
+        layer = std::max(layer, a);
+        reduce = std::max(reduce, b);
+      }
+      double t1 = seconds_now();
+      if (it >= 5) {
+        timing[variant].step_ms.push_back((float)((t1 - t0) * 1e3));
+        timing[variant].layer_ms.push_back(layer);
+        timing[variant].reduce_ms.push_back(reduce);
+      }
+    }
+  }
+
+  /* ---- check: both variants against the single GPU, every rank the same ---- */
+  int ok = 1;
+  CUDA_CHECK(cudaSetDevice(0));
+  CUDA_CHECK(cudaMemcpy(got_bf16.data(), ranks[0].sum_bf16, n_out * 2, cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpy(got_fp32.data(), ranks[0].sum_fp32, n_out * 2, cudaMemcpyDeviceToHost));
+  for (int r = 1; r < N; r++) {
+    CUDA_CHECK(cudaSetDevice(r));
+    CUDA_CHECK(cudaMemcpy(other.data(), ranks[r].sum_fp32, n_out * 2, cudaMemcpyDeviceToHost));
+    if (memcmp(other.data(), got_fp32.data(), n_out * 2) != 0) {
+      printf("GPU %d's fp32-reduced output differs from GPU 0's  FAIL\n", r);
+      ok = 0;
+    }
+  }
+  size_t differ = 0;
+  double max_diff = 0;
+  for (size_t i = 0; i < n_out; i++) {
+    double d = fabs((double)fp8moe_bf16_to_float(got_bf16[i]) - fp8moe_bf16_to_float(got_fp32[i]));
+    differ += got_bf16[i] != got_fp32[i];
+    max_diff = std::max(max_diff, d);
+  }
+  const char *name[2] = {"bf16 all-reduce", "fp32 all-reduce"};
+  for (int variant = 0; variant < 2; variant++) {
+    int nonfinite;
+    double err = rel_l2(variant == 0 ? got_bf16 : got_fp32, ref, &nonfinite);
+    int pass = err <= 1e-2 && nonfinite == 0;
+    ok &= pass;
+    printf("EP %d GPUs, %s%s: rel L2 vs single GPU = %.3e  %s | step %.3f ms (layer %.3f ms on the slowest GPU, "
+           "then %.3f ms to the reduced output)\n",
+           N, name[variant], variant == use_fp32 ? " [output]" : "", err, pass ? "OK" : "FAIL",
+           median(timing[variant].step_ms), median(timing[variant].layer_ms), median(timing[variant].reduce_ms));
+  }
+  printf("bf16 vs fp32 all-reduce: %zu of %zu elements differ, max |diff| %.3e%s\n", differ, n_out, max_diff,
+         N <= 2 ? " (N <= 2: one rounding either way, expect none)" : "");
+
+  for (int r = 0; r < N; r++) {
+    Rank &R = ranks[r];
+    CUDA_CHECK(cudaSetDevice(r));
+    NCCL_CHECK(ncclCommDestroy(R.comm));
+    free_weights(R.w);
+    CUDA_CHECK(cudaFree(R.x));
+    CUDA_CHECK(cudaFree(R.xs));
+    CUDA_CHECK(cudaFree(R.topk));
+    CUDA_CHECK(cudaFree(R.ws));
+    CUDA_CHECK(cudaFree(R.partial));
+    CUDA_CHECK(cudaFree(R.sum_bf16));
+    CUDA_CHECK(cudaFree(R.acc));
+    CUDA_CHECK(cudaFree(R.sum_fp32));
+  }
+  printf("ep_nccl: %s\n", ok ? "PASS" : "FAIL");
+  return ok ? 0 : 1;
+}

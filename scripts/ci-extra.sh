@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# CI checks beyond the test command: the host tests under ASan/UBSan.
+# CI checks beyond the test command: the host tests under ASan/UBSan, and the
+# SASS / spill check of the GEMM kernels (no GPU needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/cuda/bin:$PATH
@@ -11,3 +12,5 @@ UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
   meson test -C "$b" --print-errorlogs --num-processes 1
 echo "host tests under ASan/UBSan:"
 scripts/criterion-summary.sh "$b/meson-logs/testlog.txt"
+
+bash scripts/check-sass.sh

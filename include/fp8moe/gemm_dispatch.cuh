@@ -6,7 +6,8 @@
  * capability (read once and cached: no synchronization, no allocation):
  *
  *   cc < 89            FP8MOE_ERROR_UNSUPPORTED_DEVICE (no FP8 tensor cores)
- *   cc == 90           the Hopper wgmma path, where it takes the shape
+ *   cc == 90           the Hopper TMA + wgmma path, when it takes the shape
+ *                      and the binary holds sm_90a code for it
  *   otherwise          the portable mma.sync path (sm_89, sm_90, sm_100, ...)
  *
  * Both kernels follow gemm_params.cuh, so they are interchangeable bit for
@@ -18,6 +19,11 @@
 #include "common.cuh"
 #include "gemm_params.cuh"
 #include "gemm_mma_e4m3_blockscale.cuh"
+/* FP8MOE_DISABLE_SM90: compile the Hopper path out (the portable path then
+ * runs on Hopper too; the tests use it to cover that path there). */
+#ifndef FP8MOE_DISABLE_SM90
+#include "gemm_sm90_e4m3_blockscale.cuh"
+#endif
 
 namespace fp8moe {
 namespace detail {
@@ -29,10 +35,11 @@ fp8moe_status grouped_gemm_launch(const grouped_gemm_params &p, cudaStream_t str
   FP8MOE__CHECK_CUDA(current_device_info(&dev));
   if (dev.cc < 89) return FP8MOE_ERROR_UNSUPPORTED_DEVICE;
 
-  /* ---- Hopper path (the lead adds it here) ----
-   * if (dev.cc == 90 && <gemm_sm90 supports N, K, EPI>)
-   *   return gemm_sm90_launch<N, K, EPI>(p, stream);
-   */
+#ifndef FP8MOE_DISABLE_SM90
+  if constexpr (gemm_sm90_supported<N, K, EPI>()) {
+    if (dev.cc == 90 && sm90_image_present<N, K, EPI>()) return gemm_sm90_launch<N, K, EPI>(p, stream);
+  }
+#endif
 
   return gemm_mma_launch<N, K, EPI>(p, stream);
 }

@@ -405,7 +405,12 @@ __global__ void __launch_bounds__(sm90_threads, 1)
     }
   }
 #else
-  (void)map_a; (void)map_b; (void)p;
+  /* No sm_90a code in this image (built for another target, or for plain
+   * sm_90): a static shared-memory marker, which the real kernel never has,
+   * lets the host see that (sm90_image_present) and take the portable path. */
+  __shared__ volatile uint32_t fp8moe_sm90a_absent[32];
+  (void)map_a; (void)map_b;
+  if (p.m_total < 0) fp8moe_sm90a_absent[threadIdx.x & 31] = 1u;
 #endif
 }
 
@@ -473,6 +478,27 @@ fp8moe_status gemm_sm90_launch_config(const grouped_gemm_params &p, cudaStream_t
   kernel<<<grid, sm90_threads, L::dynamic_bytes, stream>>>(map_a, map_b, p);
   FP8MOE__CHECK_LAUNCH();
   return FP8MOE_OK;
+}
+
+/* Whether the loaded image of this kernel holds the real sm_90a body (the
+ * binary was built with -gencode arch=compute_90a,code=sm_90a): queried once
+ * per instantiation; no launch, no synchronization. */
+template <int N, int K, epilogue EPI>
+bool sm90_image_present() {
+  if constexpr (!gemm_sm90_supported<N, K, EPI>()) {
+    return false;
+  } else {
+    static const bool present = [] {
+      cudaFuncAttributes fa;
+      auto kernel = gemm_sm90_e4m3_blockscale_kernel<N, K, EPI, sm90_tiling<N, EPI>::nchunk, sm90_tiling<N, EPI>::stages>;
+      if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return false;
+      }
+      return fa.binaryVersion == 90 && fa.sharedSizeBytes == 0;
+    }();
+    return present;
+  }
 }
 
 /* Shapes outside the envelope return FP8MOE_ERROR_INVALID_SHAPE without

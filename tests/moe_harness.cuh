@@ -29,7 +29,7 @@ __device__ __forceinline__ uint64_t mix64(uint64_t z) {
   return z ^ (z >> 31);
 }
 
-/* fp8 e4m3 codes with exponent field 3..10 (|v| in [2^-4, 7.5]) and random
+/* fp8 e4m3 codes with exponent field 3..10 (|v| in [2^-4, 15]) and random
  * sign and mantissa: no NaN, roughly normal-scaled values. */
 __global__ void fill_fp8(uint8_t *p, size_t n, uint64_t seed) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {

@@ -182,3 +182,14 @@ Test(topk_pack, little_endian_memory_layout) {
     }
   }
 }
+
+/* Ids that 16 bits cannot hold are stored as 0xFFFF (always invalid, E <= 512),
+ * never aliased onto another expert. */
+Test(topk_pack, unrepresentable_ids_become_invalid) {
+  const int bad[] = {-1, -5, 65536, 65536 + 5, 1 << 20, 0x7fffffff, (int)0x80000000};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    int32_t p = fp8moe_topk_pack(bad[i], -0.5f);
+    cr_assert_eq(fp8moe_topk_id(p), 0xFFFF, "id %d packed as %d", bad[i], fp8moe_topk_id(p));
+    cr_assert_eq(fp8moe_topk_weight(p), -0.5f);
+  }
+}

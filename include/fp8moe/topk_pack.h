@@ -18,9 +18,12 @@
 #include <stdint.h>
 #include "numeric.h"
 
-/* Pack from raw bf16 bits. */
+/* Pack from raw bf16 bits. An id outside [0, 65535] cannot be represented:
+ * it is stored as 0xFFFF, which no instantiation accepts (E <= 512), so the
+ * slot is counted as invalid instead of silently aliasing another expert. */
 static inline FP8MOE_HD int32_t fp8moe_topk_pack_bits(int id, uint16_t weight_bits) {
-  return (int32_t)(((uint32_t)id << 16) | (uint32_t)(weight_bits & 0xffffu));
+  uint32_t uid = (id < 0 || id > 0xffff) ? 0xffffu : (uint32_t)id;
+  return (int32_t)((uid << 16) | (uint32_t)(weight_bits & 0xffffu));
 }
 
 /* Pack from an fp32 weight, rounded to bf16 (nearest even). */

@@ -316,7 +316,7 @@ static uint64_t seed_and_log(const char *what) {
 }
 
 /* Every configuration: routed (packed) and non-routed at each T. */
-static void config_sweep(const instance &in, const int *Ts, int nT) {
+static inline void config_sweep(const instance &in, const int *Ts, int nT) {
   fp8moe_rng rng = {seed_and_log(in.name)};
   weights w;
   make_weights(&w, in.c, in.c.num_experts, &rng);

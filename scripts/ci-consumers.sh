@@ -14,7 +14,7 @@
 # Each consumer instantiates FP8MOE_DEFINE(tiny, 8, 2, 256, 256) for sm_90a
 # only and checks the workspace size and argument validation. One line per
 # consumer, PASS or FAIL (with the log's tail); exit status non-zero if any
-# failed. Needs meson, ninja, pkg-config, cmake >= 3.24 and nvcc (scripts/
+# failed. Needs meson, ninja, pkg-config, cmake >= 3.25 and nvcc (scripts/
 # test.sh installs the first three). Build trees live in a temporary
 # directory, removed at the end (KEEP=1 keeps it).
 set -uo pipefail

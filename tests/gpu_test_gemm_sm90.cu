@@ -534,3 +534,13 @@ Test(gemm_sm90, perf_deepseek, .timeout = 600) {
   bench<7168, 2048, epilogue::store_bf16, 1, 6>("GEMM2 bf16 N7168 K2048 BN=128", 32, 128, seed);
   bench<7168, 2048, epilogue::store_bf16, 1, 6>("GEMM2 bf16 N7168 K2048 BN=128", 32, 4096, seed);
 }
+
+/* The dispatcher takes this path only when the loaded image holds the real
+ * sm_90a kernel: this binary is built with sm_90a, so on cc 9.0 the check
+ * must say yes for the DeepSeek-V3 GEMMs (else the layer would silently run
+ * the portable path). */
+Test(gemm_sm90, dispatcher_sees_sm90a_image) {
+  using namespace fp8moe::detail;
+  cr_assert((sm90_image_present<4096, 7168, epilogue::swiglu_quant>()), "GEMM1 sm_90a image not detected");
+  cr_assert((sm90_image_present<7168, 2048, epilogue::store_bf16>()), "GEMM2 sm_90a image not detected");
+}

@@ -4,8 +4,12 @@
  * The MoE is checked against a second, independent computation written here:
  * everything dequantized to double, plain triple loops with the scales folded
  * into the operands (no per-block partial sums), SwiGLU and requantization in
- * double. Hand-worked cases pin the exact numbers where they are easy to
- * derive. Random data is fresh every run (seed printed; FP8MOE_SEED overrides).
+ * double. Where fp32 and double may legitimately requantize a value to
+ * neighbouring fp8 codes, the possible effect is computed and allowed for
+ * (naive_moe); everything else must agree to 1e-5 relative L2 (observed ~2e-7).
+ * Hand-worked cases pin the exact numbers where they are easy to derive.
+ * Random data is fresh every run (seed printed; FP8MOE_SEED overrides;
+ * FP8MOE_TEST_VERBOSE=1 prints the allowance of each comparison).
  */
 #include <criterion/criterion.h>
 #include <float.h>
@@ -75,9 +79,25 @@ static double rel_l2_fd(const float *a, const double *b, size_t n) {
   return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
-/* One random problem on the host. */
+/* An fp8 value of magnitude 0 or in [1, 15] (codes 0x38..0x57, multiples of 1/8), either sign. */
+static uint8_t rand_fp8_exact(rng_t *r) {
+  uint64_t v = rng_next(r);
+  if (v % 10 == 0) return 0;
+  return (uint8_t)(((v >> 8) & 0x80u) | (0x38u + (unsigned)((v >> 16) % 32)));
+}
+
+/* One random problem on the host.
+ *
+ * exact != 0 makes GEMM1 exact in fp32 whatever the summation order, so the code under test and
+ * the double computation below see the same g and can only disagree by SwiGLU and scale roundings:
+ * x and W1 take values in {0} U +-[1, 15] (multiples of 2^-3, products multiples of 2^-6 below 2^8,
+ * so a 128-term block sum needs at most 15 + 6 bits), their scales are powers of two (2^-4..2^-3 and
+ * 2^-6..2^-5, so the two blocks of H <= 256 differ by at most 2^2 in scale: 23 bits). The scales still
+ * differ per block, so a wrong scale index shows. W2 and its scales are general.
+ * exact == 0: heavy-tailed fp8 everywhere (subnormals, +-448) and arbitrary scales. */
 typedef struct problem {
   fp8moe_config c;
+  int exact;
   int T, off, eloc;
   uint8_t *x, *w1, *w2;
   float *sx, *sw1, *sw2;
@@ -85,8 +105,10 @@ typedef struct problem {
   float *w;
 } problem;
 
-static problem make_problem(rng_t *r, int E, int K, int H, int I, int T, int off, int eloc) {
+static problem make_problem(rng_t *r, int E, int K, int H, int I, int T, int off, int eloc, int exact) {
   problem p;
+  cr_assert(!exact || H <= 256, "exact GEMM1 needs H <= 256");
+  p.exact = exact;
   size_t i, n1 = (size_t)eloc * 2 * I * H, n2 = (size_t)eloc * H * I;
   size_t ns1 = (size_t)eloc * (2 * I / 128) * (H / 128), ns2 = (size_t)eloc * (H / 128) * (I / 128);
   p.c.num_experts = E;
@@ -104,12 +126,14 @@ static problem make_problem(rng_t *r, int E, int K, int H, int I, int T, int off
   p.sw2 = (float *)xalloc(sizeof(float) * ns2);
   p.ids = (int32_t *)xalloc(sizeof(int32_t) * (size_t)T * K);
   p.w = (float *)xalloc(sizeof(float) * (size_t)T * K);
-  for (i = 0; i < (size_t)T * H; i++) p.x[i] = rand_fp8(r);
-  for (i = 0; i < n1; i++) p.w1[i] = rand_fp8(r);
+  for (i = 0; i < (size_t)T * H; i++) p.x[i] = exact ? rand_fp8_exact(r) : rand_fp8(r);
+  for (i = 0; i < n1; i++) p.w1[i] = exact ? rand_fp8_exact(r) : rand_fp8(r);
   for (i = 0; i < n2; i++) p.w2[i] = rand_fp8(r);
   /* scales put dequantized x ~ N(0,1), w ~ N(0, 1/H) or N(0, 1/I): O(1) activations through the layer */
-  for (i = 0; i < (size_t)T * (H / 128); i++) p.sx[i] = (0.5f + rng_uniform(r)) / 16.0f;
-  for (i = 0; i < ns1; i++) p.sw1[i] = (0.5f + rng_uniform(r)) / 16.0f / sqrtf((float)H);
+  for (i = 0; i < (size_t)T * (H / 128); i++)
+    p.sx[i] = exact ? ((rng_next(r) & 1) ? 0.125f : 0.0625f) : (0.5f + rng_uniform(r)) / 16.0f;
+  for (i = 0; i < ns1; i++)
+    p.sw1[i] = exact ? ((rng_next(r) & 1) ? 0.03125f : 0.015625f) : (0.5f + rng_uniform(r)) / 16.0f / sqrtf((float)H);
   for (i = 0; i < ns2; i++) p.sw2[i] = (0.5f + rng_uniform(r)) / 16.0f / sqrtf((float)I);
   for (i = 0; i < (size_t)T * K; i++) {
     p.ids[i] = (int32_t)(rng_next(r) % (uint64_t)E);
@@ -145,15 +169,41 @@ static fp8moe_ref_moe_input input_of(const problem *p) {
   return in;
 }
 
-/* The independent double-precision MoE: out [T, H]. */
-static void naive_moe(const problem *p, double *out) {
+/* e4m3 rounding of v (in units of the block scale), and whether a value within +-w of v could round
+ * to another code: then that code's distance goes to *alt_delta, else 0. */
+static uint8_t requant_code(double v, double w, double *alt_delta) {
+  uint8_t c = fp8moe_e4m3_from_float((float)v);
+  double here = fp8moe_e4m3_to_float(c);
+  uint8_t lo = fp8moe_e4m3_from_float((float)(v - w)), hi = fp8moe_e4m3_from_float((float)(v + w));
+  double d_lo = fabs(fp8moe_e4m3_to_float(lo) - here), d_hi = fabs(fp8moe_e4m3_to_float(hi) - here);
+  *alt_delta = d_lo > d_hi ? d_lo : d_hi;
+  return c;
+}
+
+/* The independent double-precision MoE: out [T, H].
+ *
+ * An `a` within fp32 error of the midpoint between two e4m3 codes can requantize to either; the
+ * test cannot know which one the fp32 code picks, and one flip moves a small problem's output by up
+ * to ~1e-2 relative (it scales a whole column of W2). So each requantized value whose error bound
+ * reaches a midpoint is counted as ambiguous, and its possible flip is added to `budget` [T, H]: the
+ * absolute error it may cause in each output. Everything else must agree to fp32 accumulation
+ * accuracy. The error bound of the fp32 `a`: 2e-6 relative for SwiGLU (exp, divide, multiply: ~5
+ * roundings of 2^-24) and for the scale (amax's own error, the divide by 448); plus, unless GEMM1 is
+ * exact (problem.exact), the GEMM1 error G1_EPS * sum|terms| carried through SwiGLU: a sum's
+ * rounding error grows with its terms, not its result, so it is large relative to g where the
+ * terms cancel. That worst-case bound is loose, hence the exact problems for the tight checks. */
+#define G1_EPS (64.0 / 16777216.0) /* 64 * 2^-24: a depth of 16 + 3 + H/128 roundings, with margin */
+#define SWIGLU_EPS 2e-6
+static int naive_moe(const problem *p, double *out, double *budget) {
   const int E = p->c.num_experts, K = p->c.top_k, H = p->c.hidden, I = p->c.intermediate, T = p->T;
+  const double g_eps = p->exact ? 0.0 : G1_EPS;
   double *g = (double *)malloc(sizeof(double) * 2 * I), *aq = (double *)malloc(sizeof(double) * I);
-  int t, k, n, h, j, b;
-  cr_assert(g && aq);
+  double *amb = (double *)malloc(sizeof(double) * I), *gabs = (double *)malloc(sizeof(double) * 2 * I);
+  int t, k, n, h, j, b, ambiguous = 0;
+  cr_assert(g && aq && amb && gabs);
   for (t = 0; t < T; t++) {
-    double *o = out + (size_t)t * H;
-    for (h = 0; h < H; h++) o[h] = 0.0;
+    double *o = out + (size_t)t * H, *bud = budget + (size_t)t * H;
+    for (h = 0; h < H; h++) o[h] = bud[h] = 0.0;
     for (k = 0; k < K; k++) {
       int id = p->ids[t * K + k], le;
       double wk = p->w[t * K + k];
@@ -161,56 +211,91 @@ static void naive_moe(const problem *p, double *out) {
       le = id - p->off;
       if (le < 0 || le >= p->eloc) continue;
       for (n = 0; n < 2 * I; n++) {
-        double s = 0;
+        double s = 0, sa = 0;
         for (h = 0; h < H; h++) {
           double xv = (double)fp8moe_e4m3_to_float(p->x[(size_t)t * H + h]) * p->sx[(h / 128) * T + t];
           double wv = (double)fp8moe_e4m3_to_float(p->w1[((size_t)le * 2 * I + n) * H + h]) *
                       p->sw1[((size_t)le * (2 * I / 128) + n / 128) * (H / 128) + h / 128];
           s += xv * wv;
+          sa += fabs(xv * wv);
         }
         g[n] = s;
+        gabs[n] = sa;
       }
       for (b = 0; b < I / 128; b++) {
         double a[128], amax = 0, scale;
+        double da[128], scale_err = 0;
         for (j = 0; j < 128; j++) {
-          double up = g[b * 128 + j], gate = g[I + b * 128 + j];
-          a[j] = gate / (1.0 + exp(-gate)) * up;
-          if (fabs(a[j]) > amax) amax = fabs(a[j]);
+          double up = g[b * 128 + j], gate = g[I + b * 128 + j], silu = gate / (1.0 + exp(-gate));
+          a[j] = silu * up;
+          /* error bound of the fp32 a: GEMM1 errors through SwiGLU (|silu'| < 1.1), exp and products */
+          da[j] = fabs(silu) * g_eps * gabs[b * 128 + j] + 1.1 * fabs(up) * g_eps * gabs[I + b * 128 + j] +
+                  SWIGLU_EPS * fabs(a[j]);
+          if (fabs(a[j]) > amax) amax = fabs(a[j]), scale_err = da[j];
         }
         scale = amax / 448.0 > FLT_MIN ? amax / 448.0 : FLT_MIN;
-        for (j = 0; j < 128; j++) aq[b * 128 + j] = fp8moe_e4m3_to_float(fp8moe_e4m3_from_float((float)(a[j] / scale))) * scale;
+        scale_err = amax > 0 ? scale_err / amax + SWIGLU_EPS : 0; /* relative: amax's error moves every v */
+        for (j = 0; j < 128; j++) {
+          double v = a[j] / scale, alt;
+          uint8_t c = requant_code(v, da[j] / scale + fabs(v) * scale_err, &alt);
+          aq[b * 128 + j] = fp8moe_e4m3_to_float(c) * scale;
+          amb[b * 128 + j] = alt * scale;
+          ambiguous += alt > 0;
+        }
       }
       for (h = 0; h < H; h++) {
-        double s = 0;
-        for (j = 0; j < I; j++)
-          s += aq[j] * (double)fp8moe_e4m3_to_float(p->w2[((size_t)le * H + h) * I + j]) *
-               p->sw2[((size_t)le * (H / 128) + h / 128) * (I / 128) + j / 128];
+        double s = 0, sb = 0;
+        for (j = 0; j < I; j++) {
+          double wv = (double)fp8moe_e4m3_to_float(p->w2[((size_t)le * H + h) * I + j]) *
+                      p->sw2[((size_t)le * (H / 128) + h / 128) * (I / 128) + j / 128];
+          s += aq[j] * wv;
+          sb += amb[j] * fabs(wv);
+        }
         o[h] += wk * s;
+        bud[h] += fabs(wk) * sb;
       }
     }
   }
   free(g);
   free(aq);
+  free(amb);
+  free(gabs);
+  return ambiguous;
 }
 
-/* Tolerance against the double computation. The fp32 accumulations alone differ from double by
- * ~1e-7 relative. The requantization dominates: where a value of `a` lies within fp32 rounding of
- * an e4m3 rounding boundary, fp32 and double can round it to neighbouring fp8 codes (one code =
- * up to 1/8 relative of that element). That is rare (~1e-6 per element), but a single flip in a
- * small problem moves the relative L2 error to ~1e-4, so 1e-3 still fails on any real bug (a wrong
- * scale, a swapped up/gate, a missing slot each give errors >= 1e-2) without flaking. */
-#define MOE_TOL 1e-3
+/* Tolerance against the double computation, once the possible requantization flips are allowed
+ * for (naive_moe): what is left is fp32 accumulation error, ~1e-7 relative L2 (observed <= 4e-7
+ * over thousands of seeds); 1e-5 leaves a wide margin and still catches a wrong scale, a swapped
+ * up/gate, a dropped slot or a wrong rounding mode, which all give >= 1e-3. The flip allowance is
+ * capped at 5% of the output on exact problems (where it is ~0; see naive_moe). */
+#define MOE_TOL 1e-5
 
+/* rel L2 of the part of |out - want| the flip budget does not explain; also reports the plain rel L2. */
 static double run_and_compare(const problem *p, float *out_f32, uint16_t *out_bf16) {
   fp8moe_ref_moe_input in = input_of(p);
-  size_t n = (size_t)p->T * p->c.hidden;
-  double *want = (double *)malloc(sizeof(double) * n), err;
-  cr_assert_not_null(want);
+  size_t n = (size_t)p->T * p->c.hidden, i;
+  double *want = (double *)malloc(sizeof(double) * n), *budget = (double *)malloc(sizeof(double) * n);
+  double num = 0, den = 0, plain, budget_l2 = 0;
+  int ambiguous;
+  cr_assert(want && budget);
   fp8moe_ref_moe(&p->c, &in, NULL, 0, out_bf16, out_f32);
-  naive_moe(p, want);
-  err = rel_l2_fd(out_f32, want, n);
+  ambiguous = naive_moe(p, want, budget);
+  plain = rel_l2_fd(out_f32, want, n);
+  for (i = 0; i < n; i++) {
+    double d = fabs((double)out_f32[i] - want[i]) - budget[i];
+    if (d > 0) num += d * d;
+    den += want[i] * want[i];
+    budget_l2 += budget[i] * budget[i];
+  }
+  if (getenv("FP8MOE_TEST_VERBOSE")) fprintf(stderr, "  ambiguous %d of %d, budget %.3g, plain %.3g\n", ambiguous, p->T * p->c.top_k * p->c.intermediate, sqrt(budget_l2 / den), plain);
+  /* the allowance must stay small, never a blanket excuse: on exact problems it is one or two flips at
+   * most (<= 1e-3 typically); the loose bound of the heavy-tailed ones can reach ~20% of a small output */
+  cr_assert(budget_l2 <= (p->exact ? 0.05 * 0.05 : 0.5 * 0.5) * den,
+            "flip budget too large: %.3g relative (%d ambiguous values)", sqrt(budget_l2 / den), ambiguous);
+  cr_assert(plain <= 5e-2, "rel L2 %.3g even before the flip budget", plain);
   free(want);
-  return err;
+  free(budget);
+  return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
 /* ---- activation quantizer --------------------------------------------- */
@@ -333,7 +418,7 @@ Test(moe, hand_case) {
   uint16_t ob[128];
   float of[128];
   int i;
-  p = make_problem(&r, 1, 1, 128, 128, 1, 0, 1);
+  p = make_problem(&r, 1, 1, 128, 128, 1, 0, 1, 1);
   memset(p.x, 0x38, 128);
   memset(p.w1, 0x38, 128 * 128);
   memset(p.w1 + 128 * 128, 0x40, 128 * 128);
@@ -366,7 +451,7 @@ Test(moe, matches_double_small_shapes) {
           float *of;
           double err;
           if (K > E) continue;
-          p = make_problem(&r, E, K, H, I, T, 0, E);
+          p = make_problem(&r, E, K, H, I, T, 0, E, 1);
           of = (float *)malloc(sizeof(float) * T * H);
           err = run_and_compare(&p, of, NULL);
           if (err > worst) worst = err;
@@ -379,16 +464,33 @@ Test(moe, matches_double_small_shapes) {
   fprintf(stderr, "moe.matches_double_small_shapes: worst rel L2 %.3g over %d shapes\n", worst, cases);
 }
 
+Test(moe, heavy_tailed_data) {
+  /* general data: subnormal and +-448 codes, arbitrary scales, H up to 512. GEMM1 is no longer exact, so
+   * the flip allowance is the loose worst-case one (see naive_moe); the remainder must still be fp32
+   * accumulation noise */
+  rng_t r = {test_seed("moe.heavy_tailed_data")};
+  static const int shapes[4][4] = {{4, 2, 128, 128}, {8, 4, 256, 384}, {4, 4, 512, 256}, {1, 1, 384, 128}};
+  int i;
+  for (i = 0; i < 4; i++) {
+    problem p = make_problem(&r, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], 4, 0, shapes[i][0], 0);
+    float *of = (float *)malloc(sizeof(float) * 4 * shapes[i][2]);
+    double err = run_and_compare(&p, of, NULL);
+    cr_assert(err <= MOE_TOL, "shape %d: rel L2 beyond the flip allowance %.3g", i, err);
+    free(of);
+    free_problem(&p);
+  }
+}
+
 Test(moe, expert_parallel_offsets) {
   rng_t r = {test_seed("moe.expert_parallel_offsets")};
   /* E=8 global, experts 3..6 here: slots on 0-2 and 7 contribute nothing */
-  problem p = make_problem(&r, 8, 4, 256, 256, 6, 3, 4);
+  problem p = make_problem(&r, 8, 4, 256, 256, 6, 3, 4, 1);
   float of[6 * 256];
   double err = run_and_compare(&p, of, NULL);
   cr_assert(err <= MOE_TOL, "rel L2 %.3g", err);
   free_problem(&p);
   /* the last experts of the range, E_loc = 1 */
-  p = make_problem(&r, 8, 2, 128, 128, 6, 7, 1);
+  p = make_problem(&r, 8, 2, 128, 128, 6, 7, 1, 1);
   err = run_and_compare(&p, of, NULL);
   cr_assert(err <= MOE_TOL, "rel L2 %.3g", err);
   free_problem(&p);
@@ -396,7 +498,7 @@ Test(moe, expert_parallel_offsets) {
 
 Test(moe, token_without_local_expert_is_exact_zero) {
   rng_t r = {test_seed("moe.token_without_local_expert_is_exact_zero")};
-  problem p = make_problem(&r, 8, 4, 128, 256, 3, 2, 3); /* experts 2, 3, 4 local */
+  problem p = make_problem(&r, 8, 4, 128, 256, 3, 2, 3, 1); /* experts 2, 3, 4 local */
   fp8moe_ref_moe_input in;
   uint16_t ob[3 * 128];
   float of[3 * 128];
@@ -422,7 +524,7 @@ Test(moe, invalid_ids_contribute_nothing) {
   rng_t r = {test_seed("moe.invalid_ids_contribute_nothing")};
   /* token 0: [-5, 2, 8, INT_MIN, INT_MAX, 1]; token 1: the valid slots only, [2, 1], same weights:
    * skipped slots leave the slot-order sum untouched, so the rows are bit-identical */
-  problem p = make_problem(&r, 8, 6, 256, 128, 2, 0, 8);
+  problem p = make_problem(&r, 8, 6, 256, 128, 2, 0, 8, 1);
   const int32_t ids0[6] = {-5, 2, 8, INT_MIN, INT_MAX, 1};
   fp8moe_ref_moe_input in;
   float of[2 * 256];
@@ -448,7 +550,7 @@ Test(moe, invalid_ids_contribute_nothing) {
 
 Test(moe, token_subset_and_bf16_rounding) {
   rng_t r = {test_seed("moe.token_subset_and_bf16_rounding")};
-  problem p = make_problem(&r, 4, 2, 128, 128, 7, 0, 4);
+  problem p = make_problem(&r, 4, 2, 128, 128, 7, 0, 4, 1);
   fp8moe_ref_moe_input in = input_of(&p);
   const int tokens[4] = {6, 0, 3, 3};
   float all_f[7 * 128], sub_f[4 * 128];
@@ -469,7 +571,7 @@ Test(moe, token_subset_and_bf16_rounding) {
 Test(moe, negative_and_zero_weights) {
   rng_t r = {test_seed("moe.negative_and_zero_weights")};
   /* slot weights of both signs and exact zeros must still match the double computation */
-  problem p = make_problem(&r, 4, 4, 128, 256, 5, 0, 4);
+  problem p = make_problem(&r, 4, 4, 128, 256, 5, 0, 4, 1);
   float of[5 * 128];
   double err;
   int i;
@@ -508,7 +610,7 @@ static void moe_pieces(const problem *p, const int32_t *ids, const float *w, uin
 Test(reference_run, routed_packed_and_unpacked_match_pieces) {
   rng_t r = {test_seed("reference_run.routed_packed_and_unpacked_match_pieces")};
   enum { T = 6, K = 3, H = 256 };
-  problem p = make_problem(&r, 8, K, H, 256, T, 2, 5);
+  problem p = make_problem(&r, 8, K, H, 256, T, 2, 5, 1);
   uint16_t *out = (uint16_t *)xalloc(2 * T * H), *want = (uint16_t *)xalloc(2 * T * H);
   int32_t packed[T * K], dec_ids[T * K];
   uint16_t wb[T * K];
@@ -557,7 +659,7 @@ Test(reference_run, non_routed_matches_pieces_every_method) {
   for (m = 0; m < FP8MOE_ROUTING_COUNT_; m++)
     for (bf = 0; bf < 2; bf++) {
       int K = m == FP8MOE_ROUTING_LLAMA4 ? 1 : 4, i;
-      problem p = make_problem(&r, E, K, H, 128, T, 4, 12);
+      problem p = make_problem(&r, E, K, H, 128, T, 4, 12, 1);
       float logits[T * E], bias[E], lf[T * E], bf_bias[E], w[T * 4];
       uint16_t logits_b[T * E], bias_b[E];
       int32_t ids[T * 4];
@@ -594,7 +696,7 @@ Test(reference_run, non_routed_matches_pieces_every_method) {
 Test(reference_run, bad_arguments_leave_output_untouched) {
   rng_t r = {test_seed("reference_run.bad_arguments_leave_output_untouched")};
   enum { T = 3, H = 128 };
-  problem p = make_problem(&r, 8, 2, H, 128, T, 0, 8);
+  problem p = make_problem(&r, 8, 2, H, 128, T, 0, 8, 1);
   uint16_t *out = (uint16_t *)xalloc(2 * T * H);
   int32_t packed[T * 2] = {0, 0, 0, 0, 0, 0};
   fp8moe_config bad_c = p.c;

@@ -44,8 +44,8 @@
  *    probabilities, e.g. several that underflow to 0, go to the lower index,
  *    so they can pick other experts than Renormalize there); Renormalize,
  *    TopK and Llama4 by the sanitized logit; DeepSeekV3 by b = sigmoid(l) +
- *    bias, a NaN b (from a NaN or infinite bias) ranking as -inf. A group
- *    score that is NaN (+inf + -inf) also ranks as -inf. sigmoid(l) =
+ *    bias, a NaN b (from a NaN bias) ranking as -inf. A group score that is
+ *    NaN (+inf + -inf, from infinite biases) also ranks as -inf. sigmoid(l) =
  *    1 / (1 + exp(-l)), so sigmoid(-inf) = 0 and sigmoid(+inf) = 1, and
  *    DeepSeekV3 weights are finite whenever the scaling factor is.
  *  - Parameters fp8moe_validate_routing() rejects, E outside [1, 512] or K

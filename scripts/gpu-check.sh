@@ -37,5 +37,7 @@ if [ -n "${BENCH:-}" ] && [ -x "$B/bench_moe" ]; then
   summary+=("$(printf '%-26s rc=%-3s (table in bench.txt)' bench_moe "$?")")
   cat "$OUT/bench.txt"
 fi
+# at most 8 files come back from the GPU machine: pack the logs into one
+(cd "$OUT" && ls *.log >/dev/null 2>&1 && tar czf logs-$(date +%H%M%S).tgz *.log && rm -f *.log)
 echo "==== summary ($(cat "$OUT/gpu.txt" | cut -d, -f1)) ===="
 printf '%s\n' "${summary[@]}"

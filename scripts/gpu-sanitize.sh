@@ -40,5 +40,6 @@ for tool in $tools; do
     summary+=("$(printf '%-9s %-22s %-28s rc=%-3s %s | %s' "$tool" "$prog" "$filt" "$rc" "$res" "$syn")")
   done
 done
+(cd "$OUT" && ls san-*.log >/dev/null 2>&1 && tar czf sanitizer-logs.tgz san-*.log && rm -f san-*.log)
 echo "==== compute-sanitizer summary ===="
 printf '%s\n' "${summary[@]}"

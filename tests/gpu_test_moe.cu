@@ -162,7 +162,9 @@ Test(moe, cuda_graph_replay) {
   weights w;
   make_weights(&w, in.c, in.c.num_experts, &rng);
   problem p;
-  make_problem(&p, in, 200, &rng);
+  /* T*K = 4800 rows over 128 experts: on Hopper the TMA + wgmma GEMMs run,
+   * so their tensor maps (kernel parameters) are captured too */
+  make_problem(&p, in, 600, &rng);
   std::vector<int32_t> ids;
   std::vector<float> wts;
   random_topk(&rng, p.T, in.c.top_k, 0, in.c.num_experts, ids, wts);

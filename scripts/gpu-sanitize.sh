@@ -44,7 +44,9 @@ for tool in $tools; do
     rc=$?
     res=$(grep -a -E "ERROR SUMMARY|RACECHECK SUMMARY" "$log" | sort | uniq -c | tr -s ' ' | tr '\n' ';')
     syn=$(grep -a "Synthesis" "$log" | tail -1 | sed 's/.*Synthesis: //')
-    summary+=("$(printf '%-9s %-22s %-28s rc=%-3s %s | %s' "$tool" "$prog" "$filt" "$rc" "$res" "$syn")")
+    line=$(printf '%-9s %-18s %-34s rc=%-3s %s | %s' "$tool" "$prog" "$filt" "$rc" "$res" "$syn")
+    echo "$line"
+    summary+=("$line")
   done
 done
 (cd "$OUT" && ls san-*.log >/dev/null 2>&1 && tar czf sanitizer-logs.tgz san-*.log && rm -f san-*.log)

@@ -11,8 +11,11 @@
  *                      average at least FP8MOE_SM90_MIN_ROWS_PER_GROUP rows;
  *                      decode-sized groups (a few rows per expert) stream
  *                      the weights faster through the portable path's
- *                      16-row tiles (H200, DeepSeek-V3 layer: T=128 in
- *                      2.74 ms vs 2.89 ms, T=1 in 128 us vs 137 us)
+ *                      16-row tiles (docs/performance.md, H200: e.g.
+ *                      Qwen3-235B T=128 at 87% of the floor vs 80%,
+ *                      Kimi-K2 T=16 at 91% vs 86%), while from ~16 rows on
+ *                      the Hopper path's single 128-row tile wins by far
+ *                      (Kimi-K2 T=1024, 21 rows: 87% vs 51%)
  *   otherwise          the portable mma.sync path (sm_89, sm_90, sm_100, ...)
  *
  * Both kernels follow gemm_params.cuh, so they are interchangeable bit for
@@ -27,9 +30,10 @@
 /* Mean rows per group from which the Hopper path takes over on cc 9.0. The
  * pipeline knows only the upper bound m_total = T*K on the host (no sync),
  * so this is a bound on the mean, which is exact without expert parallelism.
- * Cost of a wrong choice: ~5% either way near the boundary. */
+ * Cost of a wrong choice: 5-10% of the layer below the boundary, up to 40%
+ * above it (the portable path then needs two 16-row tiles per expert). */
 #ifndef FP8MOE_SM90_MIN_ROWS_PER_GROUP
-#define FP8MOE_SM90_MIN_ROWS_PER_GROUP 32
+#define FP8MOE_SM90_MIN_ROWS_PER_GROUP 16
 #endif
 
 /* FP8MOE_DISABLE_SM90: compile the Hopper path out (the portable path then

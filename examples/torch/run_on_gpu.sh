@@ -22,7 +22,7 @@ echo "nvcc: $(command -v nvcc || echo missing) $(nvcc --version 2>/dev/null | ta
 echo "ninja: $(command -v ninja || "$py" -c 'import ninja; print(ninja.BIN_DIR)' 2>/dev/null || echo missing)"
 
 start=$SECONDS
-"$py" examples/torch/test_torch.py 2>&1 | tee "$OUT/test_torch.log"
+"$py" -X faulthandler examples/torch/test_torch.py 2>&1 | tee "$OUT/test_torch.log"
 rc=${PIPESTATUS[0]}
 echo
 echo "==== run_on_gpu.sh: test_torch.py exit status $rc after $((SECONDS - start)) s (log: $OUT/test_torch.log) ===="

@@ -5,16 +5,7 @@
 # says so and runs the CPU reference demo instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH=/usr/local/cuda/bin:$PATH
-need=()
-command -v meson >/dev/null || need+=(meson)
-command -v ninja >/dev/null || need+=(ninja-build)
-command -v pkg-config >/dev/null || need+=(pkg-config)
-pkg-config --exists criterion 2>/dev/null || need+=(libcriterion-dev)
-if ((${#need[@]})); then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+source scripts/deps.sh
 build=${BUILD:-build-demo}
 [ -f "$build/build.ninja" ] || meson setup "$build" -Dtests=false -Dbench=false ${MESON_ARGS:-} >/dev/null
 if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then

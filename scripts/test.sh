@@ -6,16 +6,7 @@
 # test cases over all test programs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH=/usr/local/cuda/bin:$PATH
-need=()
-command -v meson >/dev/null || need+=(meson)
-command -v ninja >/dev/null || need+=(ninja-build)
-command -v pkg-config >/dev/null || need+=(pkg-config)
-pkg-config --exists criterion 2>/dev/null || need+=(libcriterion-dev)
-if ((${#need[@]})); then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+source scripts/deps.sh
 build=${BUILD:-build}
 [ -f "$build/build.ninja" ] || meson setup "$build" ${MESON_ARGS:-}
 meson compile -C "$build"

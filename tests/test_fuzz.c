@@ -22,45 +22,12 @@
 
 #include <fp8moe/reference.h>
 
+#include "test_util.h"
+
 /* ---- helpers ---------------------------------------------------------- */
 
-typedef struct { uint64_t s; } rng_t;
-static uint64_t rng_next(rng_t *r) {
-  uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
 static uint32_t rng_below(rng_t *r, uint32_t n) { return (uint32_t)(rng_next(r) % n); }
 static int rng_chance(rng_t *r, uint32_t one_in) { return rng_below(r, one_in) == 0; }
-static float rng_uniform(rng_t *r) { return (float)((rng_next(r) >> 40) * (1.0 / 16777216.0)); }
-static float rng_normal(rng_t *r) {
-  float u1 = rng_uniform(r) + 1e-7f, u2 = rng_uniform(r);
-  return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853f * u2);
-}
-static float float_of(uint32_t u) {
-  float f;
-  memcpy(&f, &u, sizeof f);
-  return f;
-}
-static uint32_t bits_of(float f) {
-  uint32_t u;
-  memcpy(&u, &f, sizeof u);
-  return u;
-}
-static uint64_t test_seed(const char *name) {
-  const char *s = getenv("FP8MOE_SEED");
-  uint64_t seed;
-  struct timespec ts;
-  if (s) {
-    seed = strtoull(s, NULL, 0);
-  } else {
-    timespec_get(&ts, TIME_UTC);
-    seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20);
-  }
-  fprintf(stderr, "%s: FP8MOE_SEED=0x%llx\n", name, (unsigned long long)seed);
-  return seed;
-}
 static int fuzz_n(void) {
   const char *s = getenv("FP8MOE_FUZZ_N");
   long n = s ? strtol(s, NULL, 0) : 20000;

@@ -19,36 +19,18 @@
 
 #include <fp8moe/fp8moe.h>
 
-static uint32_t bits_of(float f) {
-  uint32_t u;
-  memcpy(&u, &f, sizeof u);
-  return u;
-}
+#include "test_util.h"
 
-static float float_of(uint32_t u) {
-  float f;
-  memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-static uint64_t test_seed(void) {
+/* One seed for the whole program (printed once). */
+static uint64_t numeric_seed(void) {
   static uint64_t seed;
   static int have;
   if (!have) {
-    const char *s = getenv("FP8MOE_SEED");
-    if (s) {
-      seed = strtoull(s, NULL, 0);
-    } else {
-      struct timespec ts;
-      timespec_get(&ts, TIME_UTC);
-      seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20);
-    }
+    seed = test_seed("test_numeric");
     have = 1;
-    fprintf(stderr, "test_numeric: FP8MOE_SEED=%llu\n", (unsigned long long)seed);
   }
   return seed;
 }
-
 static uint64_t splitmix(uint64_t *s) {
   uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -239,7 +221,7 @@ Test(numeric, e4m3_nan) {
 /* Every 97th fp32 bit pattern (from a random start), NaNs and infinities
  * included, against the model. */
 Test(numeric, e4m3_dense_sweep) {
-  uint64_t s = test_seed();
+  uint64_t s = numeric_seed();
   uint64_t start = splitmix(&s) % 97;
   unsigned long long n = 0;
   for (uint64_t u = start; u <= 0xffffffffull; u += 97) {
@@ -247,7 +229,7 @@ Test(numeric, e4m3_dense_sweep) {
     unsigned got = fp8moe_e4m3_from_float(f), want = e4m3_model(f);
     if (got != want)
       cr_assert_fail("e4m3_from_float(0x%08x = %a) = 0x%02x, model 0x%02x (seed %llu)", (unsigned)u, (double)f, got,
-                     want, (unsigned long long)test_seed());
+                     want, (unsigned long long)numeric_seed());
     n++;
   }
   cr_assert_gt(n, 44000000ull);
@@ -262,7 +244,7 @@ Test(numeric, e4m3_dense_sweep) {
       unsigned got = fp8moe_e4m3_from_float(g), want = e4m3_model(g);
       if (got != want)
         cr_assert_fail("e4m3_from_float(0x%08x = %a) = 0x%02x, model 0x%02x (seed %llu)", (unsigned)bits_of(g),
-                       (double)g, got, want, (unsigned long long)test_seed());
+                       (double)g, got, want, (unsigned long long)numeric_seed());
     }
   }
 }
@@ -326,14 +308,14 @@ Test(numeric, bf16_from_float_sweep) {
         cr_assert_fail("bf16_from_float(0x%08x) = 0x%04x, model 0x%04x", (unsigned)bits_of(f), got, want);
     }
   }
-  uint64_t s = test_seed() ^ 0x5bf03635ull;
+  uint64_t s = numeric_seed() ^ 0x5bf03635ull;
   uint64_t start = splitmix(&s) % 61;
   for (uint64_t u = start; u <= 0xffffffffull; u += 61) {
     float f = float_of((uint32_t)u);
     unsigned got = fp8moe_bf16_from_float(f), want = bf16_model(f);
     if (got != want)
       cr_assert_fail("bf16_from_float(0x%08x) = 0x%04x, model 0x%04x (seed %llu)", (unsigned)u, got, want,
-                     (unsigned long long)test_seed());
+                     (unsigned long long)numeric_seed());
   }
 }
 
@@ -348,7 +330,7 @@ Test(numeric, quant_scale) {
   cr_assert_eq(fp8moe_quant_scale(448.0f), 1.0f);
   cr_assert_eq(fp8moe_quant_scale(896.0f), 2.0f);
   cr_assert_eq(fp8moe_quant_scale(INFINITY), INFINITY);
-  uint64_t s = test_seed() ^ 0x9abcull;
+  uint64_t s = numeric_seed() ^ 0x9abcull;
   for (int i = 0; i < 100000; i++) {
     /* random positive normals across the whole exponent range */
     uint32_t u = (uint32_t)(splitmix(&s) & 0x7fffffffu);

@@ -13,17 +13,7 @@
 
 #include <fp8moe/fp8moe.h>
 
-static uint32_t bits_of(float f) {
-  uint32_t u;
-  memcpy(&u, &f, sizeof u);
-  return u;
-}
-
-static float float_of(uint32_t u) {
-  float f;
-  memcpy(&f, &u, sizeof f);
-  return f;
-}
+#include "test_util.h"
 
 /* Weights and the bf16 bits fp8moe_topk_pack must store for each (by hand). */
 static const struct {

@@ -13,6 +13,8 @@
 #include <cuda_fp8.h>
 #include <stdint.h>
 
+#include <atomic>
+
 #include "fp8moe.h"
 
 namespace fp8moe {
@@ -22,8 +24,8 @@ namespace fp8moe {
 namespace detail {
 
 /* Return FP8MOE_ERROR_CUDA from the enclosing host function if a CUDA call
- * failed; the sticky-free error state is cleared so the caller's next CUDA
- * call is not blamed. */
+ * failed; the (non-sticky) last-error state is cleared so the caller's next
+ * CUDA call is not blamed for it. */
 #define FP8MOE__CHECK_CUDA(expr)                          \
   do {                                                    \
     cudaError_t fp8moe__e = (expr);                       \
@@ -47,12 +49,18 @@ struct device_info {
 
 static inline cudaError_t current_device_info(device_info *out) {
   enum { max_devices = 64 };
+  /* Threads of a server may call concurrently: the flag is published with
+   * release after the entry is written, and read with acquire. Two threads
+   * filling the same entry write the same values. */
   static device_info cache[max_devices];
-  static int cached[max_devices];
+  static std::atomic<int> cached[max_devices];
   int dev = 0;
   cudaError_t e = cudaGetDevice(&dev);
   if (e != cudaSuccess) return e;
-  if (dev >= 0 && dev < max_devices && cached[dev]) { *out = cache[dev]; return cudaSuccess; }
+  if (dev >= 0 && dev < max_devices && cached[dev].load(std::memory_order_acquire)) {
+    *out = cache[dev];
+    return cudaSuccess;
+  }
   device_info d;
   int major = 0, minor = 0;
   if ((e = cudaDeviceGetAttribute(&d.sm_count, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess) return e;
@@ -61,7 +69,10 @@ static inline cudaError_t current_device_info(device_info *out) {
   if ((e = cudaDeviceGetAttribute(&d.max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) != cudaSuccess)
     return e;
   d.cc = major * 10 + minor;
-  if (dev >= 0 && dev < max_devices) { cache[dev] = d; cached[dev] = 1; }
+  if (dev >= 0 && dev < max_devices && !cached[dev].load(std::memory_order_acquire)) {
+    cache[dev] = d;
+    cached[dev].store(1, std::memory_order_release);
+  }
   *out = d;
   return cudaSuccess;
 }

@@ -23,8 +23,10 @@
  *   nvcc -std=c++17 -O3 -gencode arch=compute_89,code=sm_89 \
  *        -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_100a,code=sm_100a ...
  * The Hopper path (wgmma + TMA) is chosen at run time on compute capability
- * 9.0 when the binary holds sm_90a code; every other GPU from sm_89 on runs
- * the portable mma.sync path.
+ * 9.0 when the binary holds sm_90a code and the experts average at least 16
+ * rows (gemm_dispatch.cuh: below that, decode-sized groups stream faster
+ * through the portable path); every other GPU from sm_89 on runs the
+ * portable mma.sync path.
  */
 #ifndef FP8MOE_FP8MOE_CUH
 #define FP8MOE_FP8MOE_CUH

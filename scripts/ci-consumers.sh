@@ -78,8 +78,8 @@ consumer_pkgconfig() {
     make -C "$d" NVCC="$nvcc_path" || return 1
   else # the Makefile's three commands, where make is not installed
     local gencode="-gencode arch=compute_90a,code=sm_90a"
-    (cd "$d" && g++ -std=c++17 -O2 -Wall -Wextra $cflags -DEXPECT_VERSION="\"$version\"" -c main.cpp -o main.o &&
-      "$nvcc_path" -std=c++17 -O3 $gencode $cflags -c tiny.cu -o tiny.o &&
+    (cd "$d" && g++ -x c++ -std=c++17 -O2 -Wall -Wextra $cflags -DEXPECT_VERSION="\"$version\"" -c ../common/consumer.c -o main.o &&
+      "$nvcc_path" -std=c++17 -O3 $gencode $cflags -c ../common/tiny.cu -o tiny.o &&
       "$nvcc_path" $gencode main.o tiny.o -o consumer) || return 1
   fi
   "$d/consumer"
@@ -96,6 +96,8 @@ consumer_cmake() {
     cmake --build "$d/build" && "$d/build/consumer"
 }
 
+# the consumers' shared sources sit beside them, as in tests/consumers/
+cp -r "$root/tests/consumers/common" "$tmp/common"
 run install install_fp8moe
 run meson_subproject consumer_meson
 if [ -f "$prefix/include/fp8moe/fp8moe.h" ]; then

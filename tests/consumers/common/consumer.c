@@ -1,7 +1,10 @@
-/* main.cpp - the host side of a consumer of fp8moe: C++, no GPU needed.
+/* consumer.c - the host side of the consumer projects of fp8moe (meson
+ * subproject, pkg-config, CMake), no GPU needed. The Meson and CMake
+ * consumers compile it as C, the pkg-config one as C++ (-x c++), so both
+ * languages are checked against the installed headers.
  *
  * Calls the instantiation compiled in tiny.cu through the prototypes of
- * FP8MOE_DECLARE, the way a user's C++ code does, and checks what it can
+ * FP8MOE_DECLARE, the way a user's C or C++ code does, and checks what it can
  * without a GPU: the workspace size, argument validation, the empty call,
  * and that the headers found are the version the build system reported
  * (EXPECT_VERSION, passed by the build). Exit status 0 = all good.

@@ -22,9 +22,10 @@
 
 #include <climits>
 #include <optional>
-#include <sstream>
+#include <stdexcept>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include <fp8moe/fp8moe.h>
@@ -35,6 +36,39 @@
 FP8MOE_TORCH_SHAPES(FP8MOE_TORCH_DECLARE)
 
 namespace {
+
+/* Error messages are put together with std::string and std::to_string, and
+ * thrown as std::runtime_error (pybind11 raises RuntimeError), never
+ * formatted through an iostream: on the GPU machine's image (g++ 13.3, torch
+ * 2.11), inserting an integer into a std::ostringstream inside this
+ * extension segfaulted in libstdc++'s number formatting (cuda-gdb backtrace:
+ * ostream::_M_insert<long> -> codecvt::do_unshift, in this module), which
+ * also covers TORCH_CHECK's own message building (c10::str is an
+ * ostringstream). Strings were fine; numbers were not; the cause in that
+ * toolchain was not pinned down, so no number goes through a stream here. */
+std::string text(const char *s) { return s; }
+std::string text(const std::string &s) { return s; }
+template <class T, std::enable_if_t<std::is_integral_v<T>, int> = 0>
+std::string text(T v) { return std::to_string(v); }
+std::string text(at::IntArrayRef d) {
+  std::string s = "[";
+  for (size_t i = 0; i < d.size(); i++) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + "]";
+}
+std::string text(const at::Device &d) { return d.str(); }
+std::string text(at::ScalarType t) { return c10::toString(t); }
+
+template <class... A>
+std::string cat(const A &...a) {
+  std::string s;
+  ((s += text(a)), ...);
+  return s;
+}
+
+#define FP8MOE_TORCH_CHECK(cond, ...)                                   \
+  do {                                                                  \
+    if (!(cond)) throw std::runtime_error(cat(__VA_ARGS__));            \
+  } while (0)
 
 struct Instance {
   int E, K, H, I;
@@ -50,27 +84,18 @@ struct Instance {
 const Instance kInstances[] = {FP8MOE_TORCH_SHAPES(FP8MOE_TORCH_ENTRY)};
 
 std::string shapes_text() {
-  std::ostringstream s;
-  for (const Instance &in : kInstances)
-    s << " (E=" << in.E << ", K=" << in.K << ", H=" << in.H << ", I=" << in.I << ")";
-  return s.str();
+  std::string s;
+  for (const Instance &in : kInstances) s += cat(" (E=", in.E, ", K=", in.K, ", H=", in.H, ", I=", in.I, ")");
+  return s;
 }
 
 const Instance &find_instance(int64_t E, int64_t K, int64_t H, int64_t I) {
   for (const Instance &in : kInstances)
     if (in.E == E && in.K == K && in.H == H && in.I == I) return in;
-  TORCH_CHECK(false, "fp8moe: no instantiation for num_experts=", E, ", top_k=", K, ", hidden_size=", H,
+  FP8MOE_TORCH_CHECK(false, "fp8moe: no instantiation for num_experts=", E, ", top_k=", K, ", hidden_size=", H,
               ", intermediate_size=", I, "; this build has:", shapes_text(),
               ". Add the shape to fp8moe_torch.load(shapes=[...]).");
-  return kInstances[0]; /* not reached: TORCH_CHECK(false, ...) throws */
-}
-
-std::string dims_text(at::IntArrayRef d) {
-  std::ostringstream s;
-  s << "[";
-  for (size_t i = 0; i < d.size(); i++) s << (i ? ", " : "") << d[i];
-  s << "]";
-  return s.str();
+  return kInstances[0]; /* not reached: FP8MOE_TORCH_CHECK(false, ...) throws */
 }
 
 bool is_fp8(const at::Tensor &t) { return t.scalar_type() == at::kFloat8_e4m3fn || t.scalar_type() == at::kByte; }
@@ -79,12 +104,12 @@ bool is_fp8(const at::Tensor &t) { return t.scalar_type() == at::kFloat8_e4m3fn 
 template <class DtypeOk>
 void check_arg(const at::Tensor &t, const char *name, const at::Device &dev, DtypeOk dtype_ok, const char *dtypes,
                std::vector<int64_t> shape) {
-  TORCH_CHECK(t.is_cuda() && t.device() == dev, "fp8moe: ", name, " must be on ", dev, " (hidden_states' device), is on ",
+  FP8MOE_TORCH_CHECK(t.is_cuda() && t.device() == dev, "fp8moe: ", name, " must be on ", dev, " (hidden_states' device), is on ",
               t.device());
-  TORCH_CHECK(dtype_ok(t), "fp8moe: ", name, " must be ", dtypes, ", is ", t.scalar_type());
-  TORCH_CHECK(t.sizes() == at::IntArrayRef(shape), "fp8moe: ", name, " must have shape ", dims_text(shape), ", has ",
-              dims_text(t.sizes()));
-  TORCH_CHECK(t.is_contiguous(), "fp8moe: ", name, " must be contiguous (row-major)");
+  FP8MOE_TORCH_CHECK(dtype_ok(t), "fp8moe: ", name, " must be ", dtypes, ", is ", t.scalar_type());
+  FP8MOE_TORCH_CHECK(t.sizes() == at::IntArrayRef(shape), "fp8moe: ", name, " must have shape ", text(shape), ", has ",
+              text(t.sizes()));
+  FP8MOE_TORCH_CHECK(t.is_contiguous(), "fp8moe: ", name, " must be contiguous (row-major)");
 }
 
 auto fp8_ok = [](const at::Tensor &t) { return is_fp8(t); };
@@ -113,13 +138,13 @@ Common prepare(const at::Tensor &hidden_states, const at::Tensor &hidden_states_
                const at::Tensor &gemm2_weights_scale, int64_t num_experts, int64_t top_k, int64_t intermediate_size,
                int64_t local_expert_offset, int64_t local_num_experts, bool enable_pdl,
                const std::optional<at::Tensor> &output) {
-  TORCH_CHECK(hidden_states.is_cuda(), "fp8moe: hidden_states must be a CUDA tensor");
-  TORCH_CHECK(hidden_states.dim() == 2, "fp8moe: hidden_states must be [num_tokens, hidden_size], has shape ",
-              dims_text(hidden_states.sizes()));
+  FP8MOE_TORCH_CHECK(hidden_states.is_cuda(), "fp8moe: hidden_states must be a CUDA tensor");
+  FP8MOE_TORCH_CHECK(hidden_states.dim() == 2, "fp8moe: hidden_states must be [num_tokens, hidden_size], has shape ",
+              text(hidden_states.sizes()));
   const int64_t T = hidden_states.size(0), H = hidden_states.size(1), I = intermediate_size, El = local_num_experts;
-  TORCH_CHECK(T <= INT_MAX, "fp8moe: too many tokens (", T, ")");
+  FP8MOE_TORCH_CHECK(T <= INT_MAX, "fp8moe: too many tokens (", T, ")");
   const Instance &inst = find_instance(num_experts, top_k, H, I);
-  TORCH_CHECK(local_expert_offset >= 0 && El >= 1 && local_expert_offset + El <= num_experts,
+  FP8MOE_TORCH_CHECK(local_expert_offset >= 0 && El >= 1 && local_expert_offset + El <= num_experts,
               "fp8moe: local experts [", local_expert_offset, ", ", local_expert_offset + El, ") are not inside [0, ",
               num_experts, ")");
   const at::Device dev = hidden_states.device();
@@ -172,7 +197,7 @@ at::Tensor launch(Common &c, bool routed) {
     ws = reinterpret_cast<void *>(p);
   }
   fp8moe_status s = routed ? c.inst->run_routed(&c.args, ws, bytes, stream) : c.inst->run(&c.args, ws, bytes, stream);
-  TORCH_CHECK(s == FP8MOE_OK, "fp8moe: ", fp8moe_status_string(s));
+  FP8MOE_TORCH_CHECK(s == FP8MOE_OK, "fp8moe: ", fp8moe_status_string(s));
   return c.output;
 }
 
@@ -213,13 +238,13 @@ at::Tensor routed_moe(const std::optional<at::Tensor> &topk_packed, const std::o
                      gemm2_weights_scale, num_experts, top_k, intermediate_size, local_expert_offset,
                      local_num_experts, enable_pdl, output);
   fp8moe_args &a = c.args;
-  TORCH_CHECK(topk_packed.has_value() != (topk_ids.has_value() || topk_weights.has_value()),
+  FP8MOE_TORCH_CHECK(topk_packed.has_value() != (topk_ids.has_value() || topk_weights.has_value()),
               "fp8moe: give either the packed top-k tensor or the (topk_ids, topk_weights) pair");
   if (topk_packed.has_value()) {
     check_arg(*topk_packed, "topk_ids (packed)", c.dev, i32_ok, "int32", {c.T, top_k});
     a.topk_packed = topk_packed->data_ptr<int32_t>();
   } else {
-    TORCH_CHECK(topk_ids.has_value() && topk_weights.has_value(), "fp8moe: topk_ids needs topk_weights");
+    FP8MOE_TORCH_CHECK(topk_ids.has_value() && topk_weights.has_value(), "fp8moe: topk_ids needs topk_weights");
     check_arg(*topk_ids, "topk_ids", c.dev, i32_ok, "int32", {c.T, top_k});
     check_arg(*topk_weights, "topk_weights", c.dev, f32_bf16_ok, "float32 or bfloat16", {c.T, top_k});
     a.topk_ids = topk_ids->data_ptr<int32_t>();
@@ -232,20 +257,20 @@ at::Tensor routed_moe(const std::optional<at::Tensor> &topk_packed, const std::o
 /* bf16 [T, H] -> (fp8 [T, H], fp32 scales [H/128, T]), by any instantiation
  * with this H (the quantizer depends on H only). */
 std::tuple<at::Tensor, at::Tensor> quantize_activations(const at::Tensor &x) {
-  TORCH_CHECK(x.is_cuda() && x.dim() == 2, "fp8moe: x must be a CUDA tensor [num_tokens, hidden_size]");
+  FP8MOE_TORCH_CHECK(x.is_cuda() && x.dim() == 2, "fp8moe: x must be a CUDA tensor [num_tokens, hidden_size]");
   const int64_t T = x.size(0), H = x.size(1);
-  TORCH_CHECK(T <= INT_MAX, "fp8moe: too many tokens (", T, ")");
+  FP8MOE_TORCH_CHECK(T <= INT_MAX, "fp8moe: too many tokens (", T, ")");
   const Instance *inst = nullptr;
   for (const Instance &in : kInstances)
     if (in.H == H) inst = &in;
-  TORCH_CHECK(inst, "fp8moe: no instantiation with hidden_size=", H, "; this build has:", shapes_text());
+  FP8MOE_TORCH_CHECK(inst, "fp8moe: no instantiation with hidden_size=", H, "; this build has:", shapes_text());
   check_arg(x, "x", x.device(), bf16_ok, "bfloat16", {T, H});
   at::Tensor q = at::empty({T, H}, x.options().dtype(at::kFloat8_e4m3fn));
   at::Tensor scale = at::empty({H / 128, T}, x.options().dtype(at::kFloat));
   const c10::cuda::CUDAGuard guard(x.device());
   cudaStream_t stream = at::cuda::getCurrentCUDAStream(x.device().index()).stream();
   fp8moe_status s = inst->quantize(x.data_ptr(), (int)T, q.data_ptr(), scale.data_ptr<float>(), stream);
-  TORCH_CHECK(s == FP8MOE_OK, "fp8moe: ", fp8moe_status_string(s));
+  FP8MOE_TORCH_CHECK(s == FP8MOE_OK, "fp8moe: ", fp8moe_status_string(s));
   return {q, scale};
 }
 
@@ -256,7 +281,7 @@ std::vector<std::tuple<int, int, int, int>> instances() {
 }
 
 int64_t workspace_size(int64_t E, int64_t K, int64_t H, int64_t I, int64_t max_tokens) {
-  TORCH_CHECK(max_tokens >= 0 && max_tokens <= INT_MAX, "fp8moe: max_tokens out of range");
+  FP8MOE_TORCH_CHECK(max_tokens >= 0 && max_tokens <= INT_MAX, "fp8moe: max_tokens out of range");
   return (int64_t)find_instance(E, K, H, I).workspace_size((int)max_tokens);
 }
 

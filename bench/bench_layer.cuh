@@ -422,6 +422,7 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
     };
     auto fp8moe_call = [&](int routed, int k) -> int {
       fp8moe_args x = a;
+      x.enable_pdl = opt.pdl;
       use_set(x, k);
       if (routed) {
         x.topk_packed = d_packed;
@@ -597,54 +598,11 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
     auto peer_run = [&](int k) -> int {
       using namespace fp8moe::detail;
       char *ws = reinterpret_cast<char *>(d_ws);
-      int *slot_expert = reinterpret_cast<int *>(ws + L.slot_expert);
-      float *slot_weight = reinterpret_cast<float *>(ws + L.slot_weight);
       int *slot_row = reinterpret_cast<int *>(ws + L.slot_row);
-      int *row_slot = reinterpret_cast<int *>(ws + L.row_slot);
-      int *expert_count = reinterpret_cast<int *>(ws + L.expert_count);
-      int *expert_offset = reinterpret_cast<int *>(ws + L.expert_offset);
+      float *slot_weight = reinterpret_cast<float *>(ws + L.slot_weight);
       float *x_perm_scale = reinterpret_cast<float *>(ws + L.x_perm_scale);
-      BENCH_CUDA(cudaMemsetAsync(expert_count, 0, sizeof(int) * (size_t)E_loc, s));
-      routing_params rp;
-      rp.logits = d_logits;
-      rp.logits_dtype = FP8MOE_DTYPE_FP32;
-      rp.bias = a.routing_bias;
-      rp.bias_dtype = FP8MOE_DTYPE_FP32;
-      rp.method = cfg.method;
-      rp.n_group = cfg.n_group;
-      rp.topk_group = cfg.topk_group;
-      rp.routed_scaling_factor = cfg.scale;
-      rp.num_tokens = T;
-      rp.ids_out = slot_expert;
-      rp.weights_out = slot_weight;
-      if (routing_launch<E, K>(rp, s) != FP8MOE_OK) return -1;
-      decode_params dp;
-      dp.num_slots = T * K;
-      dp.local_expert_offset = e_off;
-      dp.local_num_experts = E_loc;
-      dp.slot_expert = slot_expert;
-      dp.slot_weight = slot_weight;
-      dp.expert_count = expert_count;
-      dp.packed = NULL;
-      dp.ids = slot_expert;
-      dp.weights = slot_weight;
-      dp.weights_dtype = FP8MOE_DTYPE_FP32;
-      dp.invalid_id_count = NULL;
-      if (decode_topk_launch<E>(dp, s) != FP8MOE_OK) return -1;
-      if (scan_expert_counts_launch(expert_count, expert_offset, E_loc, s) != FP8MOE_OK) return -1;
-      permute_params pp;
-      pp.num_tokens = T;
-      pp.x = d_x;
-      pp.x_scale = d_xs;
-      pp.slot_expert = slot_expert;
-      pp.expert_offset = expert_offset;
-      pp.cursor = expert_count;
-      pp.slot_row = slot_row;
-      pp.row_slot = row_slot;
-      pp.x_perm = ws_xperm;
-      pp.x_perm_scale = x_perm_scale;
-      pp.scale_ld = (long long)L.scale_ld;
-      if (permute_rows_launch<K, H>(pp, s) != FP8MOE_OK) return -1;
+      /* fp8moe's own front: routing, decode, scan, permute (no PDL, like the rest of the peer) */
+      if (moe_front<E, K, H>(&a, ws, L, s, 0, false) != FP8MOE_OK) return -1;
       if (total_rows > 0) {
         long long n = (long long)total_rows * HB;
         peer_regroup_scales_kernel<<<(unsigned)((n + 255) / 256), 256, 0, s>>>(

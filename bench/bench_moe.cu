@@ -16,7 +16,7 @@
  *   floor            max(weight bytes / bandwidth, FLOPs / tensor rate).
  *
  * Usage: bench_moe [--config dsv3,kimi,qwen235,qwen30,mixtral,ep] [--tokens 1,16,...]
- *                  [--reps N] [--warmup N] [--quick] [--no-peer] [--csv FILE]
+ *                  [--reps N] [--warmup N] [--quick] [--no-peer] [--pdl 0|1] [--csv FILE]
  *                  [--seed S] [--max-sets N]
  * Progress goes to stderr, the table to stdout. Seed: --seed, else env
  * FP8MOE_SEED, else the clock; it is printed.
@@ -181,12 +181,13 @@ static std::vector<std::string> split(const char *s) {
 static void usage(void) {
   fprintf(stderr,
           "usage: bench_moe [--config NAMES] [--tokens LIST] [--reps N] [--warmup N] [--quick]\n"
-          "                 [--no-peer] [--csv FILE] [--seed S] [--max-sets N]\n"
+          "                 [--no-peer] [--pdl 0|1] [--csv FILE] [--seed S] [--max-sets N]\n"
           "  --config   comma list of: dsv3 kimi qwen235 qwen30 mixtral ep (default: all, in that order)\n"
           "  --tokens   comma list of T (default: 1,16,128,1024,4096,16384)\n"
           "  --reps     timed runs per row, median (default 30; 15 when one run exceeds 50 ms)\n"
           "  --quick    --config dsv3 --tokens 1,128,4096\n"
           "  --no-peer  skip the cuBLASLt peer\n"
+          "  --pdl      fp8moe_args.enable_pdl for the fp8moe rows (default 1)\n"
           "  --csv      also write the rows as CSV (with the device and floors as # comments)\n");
 }
 
@@ -220,6 +221,7 @@ int main(int argc, char **argv) {
       names = {"dsv3"};
       opt.tokens = {1, 128, 4096};
     } else if (a == "--no-peer") opt.peer = 0;
+    else if (a == "--pdl") opt.pdl = atoi(next()) != 0;
     else if (a == "--csv") csv = next();
     else if (a == "--seed") opt.seed = strtoull(next(), NULL, 0), seeded = true;
     else if (a == "--max-sets") opt.max_sets = std::max(1, atoi(next()));
@@ -316,10 +318,10 @@ int main(int argc, char **argv) {
   snprintf(head, sizeof head,
            "device=%s; sms=%d; l2_MB=%.0f; sm_clock_MHz=%d; mem_clock_MHz=%d; mem_bus_bits=%d; cublasLt=%d; "
            "copy_GBps=%.1f; fp8_TFLOPs=%.1f; fp8_fast_accum_TFLOPs=%.1f; fp8_promoted_TFLOPs=%.1f; reps=%d; "
-           "warmup=%d; seed=%llu",
+           "warmup=%d; seed=%llu; enable_pdl=%d",
            prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1048576.0, sm_khz / 1000, mem_khz / 1000,
            prop.memoryBusWidth, lt_ver, env.copy_Bps / 1e9, env.fp8_flops / 1e12, fp8_fast / 1e12, fp8_slow / 1e12,
-           opt.reps, opt.warmup, (unsigned long long)opt.seed);
+           opt.reps, opt.warmup, (unsigned long long)opt.seed, opt.pdl);
   printf("# %s\n", head);
   printf("# floors: copy bandwidth = cudaMemcpyAsync D2D of 2 GiB (read + write), median of 10; FP8 rate = best\n"
          "#   cuBLASLt e4m3 8192^3 TN GEMM (fp32 compute, bf16 out), median of 20, faster of fast-accum/promoted.\n"

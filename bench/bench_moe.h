@@ -45,6 +45,7 @@ struct bench_options {
   double slow_ms = 50.0;
   int max_sets = 16;       /* cap on rotated weight sets */
   int peer = 1;            /* run the cuBLASLt peer */
+  int pdl = 1;             /* fp8moe_args.enable_pdl for the fp8moe rows */
   uint64_t seed = 0;
 };
 

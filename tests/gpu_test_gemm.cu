@@ -250,17 +250,20 @@ static void check_store(const char *what, const problem &P, bool bf16, const std
   cr_assert(e <= tol, "%s: rel L2 error %.3e > %.0e", what, e, tol);
 }
 
-typedef fp8moe_status (*launch_fn)(const grouped_gemm_params &, cudaStream_t);
+typedef fp8moe_status (*launch_fn)(const grouped_gemm_params &, cudaStream_t, bool);
 
-/* Both tile variants of the kernel, whatever the heuristic would pick (the
- * public-component test goes through the heuristic). */
+/* Every tile variant of the kernel, whatever the heuristic would pick (the
+ * public-component test goes through the heuristic): 64 x 128, 16 x 128, and
+ * for the store epilogues 16 x 64. */
 template <int N, int K, epilogue EPI>
 struct variants {
-  static constexpr int count = 2;
+  static constexpr int count = EPI == epilogue::swiglu_quant ? 2 : 3;
   static launch_fn fn(int i) {
+    if constexpr (EPI != epilogue::swiglu_quant)
+      if (i == 2) return fp8moe::detail::gemm_mma_launch_bm<N, K, EPI, 16, 64>;
     return i == 0 ? fp8moe::detail::gemm_mma_launch_bm<N, K, EPI, 64> : fp8moe::detail::gemm_mma_launch_bm<N, K, EPI, 16>;
   }
-  static const char *name(int i) { return i == 0 ? "BM=64" : "BM=16"; }
+  static const char *name(int i) { return i == 0 ? "BM=64" : i == 1 ? "BM=16" : "BM=16 BN=64"; }
 };
 
 /* Run a store epilogue with each tile variant (twice), check against C. */
@@ -291,7 +294,7 @@ static void run_store_case(const char *what_, const std::vector<int> &sizes, int
     snprintf(what, sizeof what, "%s %s", what_, variants<N, K, EPI>::name(v));
     for (int run = 0; run < 2; ++run) {
       CUDA_OK(cudaMemcpy(c, poison.data(), bytes, cudaMemcpyHostToDevice));
-      fp8moe_status s = variants<N, K, EPI>::fn(v)(p, 0);
+      fp8moe_status s = variants<N, K, EPI>::fn(v)(p, 0, false);
       cr_assert_eq(s, FP8MOE_OK, "%s: %s", what, fp8moe_status_string(s));
       CUDA_OK(cudaDeviceSynchronize());
       dev_download(run ? out2.data() : out.data(), c, bytes);
@@ -330,7 +333,7 @@ static void run_swiglu_case(const char *what_, const std::vector<int> &sizes, in
     for (int run = 0; run < 2; ++run) {
       CUDA_OK(cudaMemcpy(dq, qpoison.data(), qn, cudaMemcpyHostToDevice));
       CUDA_OK(cudaMemcpy(ds, spoison.data(), sn * 4, cudaMemcpyHostToDevice));
-      fp8moe_status st = V::fn(v)(p, 0);
+      fp8moe_status st = V::fn(v)(p, 0, false);
       cr_assert_eq(st, FP8MOE_OK, "%s: %s", what, fp8moe_status_string(st));
       CUDA_OK(cudaDeviceSynchronize());
       dev_download(run ? q2.data() : q.data(), dq, qn);

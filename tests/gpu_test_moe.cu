@@ -141,6 +141,8 @@ Test(moe, forms_agree_and_deterministic) {
   std::vector<uint16_t> nonrouted = run_layer(&p, in, &w, 0, NONROUTED);
   std::vector<uint16_t> again = run_layer(&p, in, &w, 0, NONROUTED);
   cr_assert(nonrouted == again, "two non-routed runs differ");
+  std::vector<uint16_t> pdl = run_layer(&p, in, &w, 0, NONROUTED, 1);
+  cr_assert(nonrouted == pdl, "the non-routed run with enable_pdl differs from the one without");
   set_routing(&p, in, ids, wts);
   std::vector<uint16_t> unpacked = run_layer(&p, in, &w, 0, UNPACKED_FP32);
   cr_assert(unpacked == nonrouted, "unpacked fp32 routed output differs from non-routed with the same routing");
@@ -149,13 +151,16 @@ Test(moe, forms_agree_and_deterministic) {
   cr_assert(packed == unpacked_bf16, "packed and unpacked-bf16 outputs differ");
   std::vector<uint16_t> packed2 = run_layer(&p, in, &w, 0, PACKED);
   cr_assert(packed == packed2, "two packed runs differ");
+  std::vector<uint16_t> packed_pdl = run_layer(&p, in, &w, 0, PACKED, 1);
+  cr_assert(packed == packed_pdl, "the packed run with enable_pdl differs from the one without");
   check_against_reference(&p, in, &w, 0, nonrouted, ids, wts, &rng, "GPU routing fed back");
   free_problem(&p);
   free_weights(&w);
 }
 
-/* Capture name_run_routed in a CUDA graph, then replay it on new data copied
- * into the same buffers. */
+/* Capture name_run_routed in a CUDA graph, with programmatic dependent launch
+ * (its edges are captured as programmatic ones), then replay it on new data
+ * copied into the same buffers. */
 Test(moe, cuda_graph_replay) {
   const instance &in = QWEN235;
   fp8moe_rng rng = {seed_and_log("cuda_graph")};
@@ -171,7 +176,7 @@ Test(moe, cuda_graph_replay) {
   set_routing(&p, in, ids, wts);
   cudaStream_t s;
   CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  fp8moe_args a = make_args(&p, in, &w, 0, PACKED);
+  fp8moe_args a = make_args(&p, in, &w, 0, PACKED, 1);
   cudaGraph_t g;
   cudaGraphExec_t ge;
   CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));

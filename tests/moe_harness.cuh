@@ -189,9 +189,11 @@ static void set_routing(problem *p, const instance &in, const std::vector<int32_
 
 enum form { PACKED, UNPACKED_FP32, UNPACKED_BF16, NONROUTED };
 
-static fp8moe_args make_args(const problem *p, const instance &in, const weights *w, int offset, form f) {
+static fp8moe_args make_args(const problem *p, const instance &in, const weights *w, int offset, form f,
+                             int enable_pdl = 0) {
   fp8moe_args a;
   memset(&a, 0, sizeof a);
+  a.enable_pdl = enable_pdl;
   a.num_tokens = p->T;
   a.local_expert_offset = offset;
   a.local_num_experts = w->e_loc;
@@ -233,9 +235,10 @@ static void poison_output(problem *p, const instance &in) {
   CUDA_OK(cudaMemset(p->invalid, 0, sizeof(int)));
 }
 
-static std::vector<uint16_t> run_layer(problem *p, const instance &in, const weights *w, int offset, form f) {
+static std::vector<uint16_t> run_layer(problem *p, const instance &in, const weights *w, int offset, form f,
+                                       int enable_pdl = 0) {
   poison_output(p, in);
-  fp8moe_args a = make_args(p, in, w, offset, f);
+  fp8moe_args a = make_args(p, in, w, offset, f, enable_pdl);
   fp8moe_status s = f == NONROUTED ? in.run(&a, p->ws, p->ws_bytes, 0) : in.run_routed(&a, p->ws, p->ws_bytes, 0);
   cr_assert_eq(s, FP8MOE_OK, "%s T=%d form %d: %s", in.name, p->T, (int)f, fp8moe_status_string(s));
   CUDA_OK(cudaDeviceSynchronize());
@@ -315,7 +318,8 @@ static uint64_t seed_and_log(const char *what) {
   return s;
 }
 
-/* Every configuration: routed (packed) and non-routed at each T. */
+/* Every configuration: routed (unpacked fp32) and non-routed at each T, one
+ * of the two with programmatic dependent launch (enable_pdl), alternating. */
 static inline void config_sweep(const instance &in, const int *Ts, int nT) {
   fp8moe_rng rng = {seed_and_log(in.name)};
   weights w;
@@ -327,11 +331,12 @@ static inline void config_sweep(const instance &in, const int *Ts, int nT) {
     std::vector<float> wts;
     random_topk(&rng, p.T, in.c.top_k, 0, in.c.num_experts, ids, wts);
     set_routing(&p, in, ids, wts);
-    std::vector<uint16_t> out = run_layer(&p, in, &w, 0, UNPACKED_FP32);
-    check_against_reference(&p, in, &w, 0, out, ids, wts, &rng, "routed (unpacked fp32)");
+    const int pdl = i & 1;
+    std::vector<uint16_t> out = run_layer(&p, in, &w, 0, UNPACKED_FP32, pdl);
+    check_against_reference(&p, in, &w, 0, out, ids, wts, &rng, pdl ? "routed (unpacked fp32), PDL" : "routed (unpacked fp32)");
     reference_route(&p, in, ids, wts);
-    out = run_layer(&p, in, &w, 0, NONROUTED);
-    check_against_reference(&p, in, &w, 0, out, ids, wts, &rng, "non-routed");
+    out = run_layer(&p, in, &w, 0, NONROUTED, !pdl);
+    check_against_reference(&p, in, &w, 0, out, ids, wts, &rng, pdl ? "non-routed" : "non-routed, PDL");
     free_problem(&p);
   }
   free_weights(&w);

@@ -35,7 +35,8 @@ routing_replay_out, the SwiGLU alpha/beta/clamp and bias tensors, and the
 routed path's gemm1_lora_delta (None only); norm_topk_prob=False is refused for
 the methods that normalize. tune_max_num_tokens (no autotuner here) and
 tile_tokens_dim (older FlashInfer; keyword only here) are ignored. enable_pdl
-is passed on. The routed entry point takes routing_bias, n_group, topk_group,
+is passed on (None: on for compute capability 9.0 and newer, as FlashInfer
+does). The routed entry point takes routing_bias, n_group, topk_group,
 routed_scaling_factor and routing_method_type for signature compatibility and
 ignores them: routed weights are used exactly as given (SPEC section 3).
 
@@ -205,6 +206,14 @@ def _check_not_applicable(use_shuffled_weight, weight_layout, do_finalize, fp8_q
             raise NotImplementedError(f"fp8moe: {arg} is not supported (pass None)")
 
 
+def _pdl(enable_pdl, x):
+    """enable_pdl=None means on where the GPU has it (compute capability 9.0
+    and newer), as in FlashInfer."""
+    if enable_pdl is None:
+        return x.is_cuda and torch.cuda.get_device_capability(x.device)[0] >= 9
+    return bool(enable_pdl)
+
+
 def trtllm_fp8_block_scale_moe(
     routing_logits, routing_bias, hidden_states, hidden_states_scale,
     gemm1_weights, gemm1_weights_scale, gemm2_weights, gemm2_weights_scale,
@@ -237,7 +246,7 @@ def trtllm_fp8_block_scale_moe(
         0 if topk_group is None else int(topk_group), int(intermediate_size),
         int(local_expert_offset), int(local_num_experts),
         0.0 if routed_scaling_factor is None else float(routed_scaling_factor),  # 0 means 1.0
-        method, bool(enable_pdl), output)
+        method, _pdl(enable_pdl, hidden_states), output)
 
 
 def trtllm_fp8_block_scale_routed_moe(
@@ -268,7 +277,7 @@ def trtllm_fp8_block_scale_routed_moe(
         packed, ids, weights, hidden_states, hidden_states_scale,
         gemm1_weights, gemm1_weights_scale, gemm2_weights, gemm2_weights_scale,
         int(num_experts), int(top_k), int(intermediate_size),
-        int(local_expert_offset), int(local_num_experts), bool(enable_pdl), output)
+        int(local_expert_offset), int(local_num_experts), _pdl(enable_pdl, hidden_states), output)
 
 
 moe = trtllm_fp8_block_scale_moe

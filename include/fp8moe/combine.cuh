@@ -26,6 +26,8 @@ enum { combine_threads = 128 };
 
 template <int K, int H>
 __global__ void __launch_bounds__(combine_threads) combine_kernel(combine_params p) {
+  griddep_wait(); /* y, slot_row, slot_weight: written by the kernels before */
+  griddep_launch_dependents();
   const long long t = blockIdx.x;
   const int v = blockIdx.y * combine_threads + threadIdx.x; /* 8-column vector index */
   if (v >= H / 8) return;
@@ -53,12 +55,11 @@ __global__ void __launch_bounds__(combine_threads) combine_kernel(combine_params
 }
 
 template <int K, int H>
-static inline fp8moe_status combine_launch(const combine_params &p, cudaStream_t s) {
+static inline fp8moe_status combine_launch(const combine_params &p, cudaStream_t s, bool pdl = false) {
   static_assert(H % 8 == 0, "8 columns per thread");
   if (p.num_tokens == 0) return FP8MOE_OK;
   dim3 grid((unsigned)p.num_tokens, (unsigned)ceil_div(H / 8, combine_threads));
-  combine_kernel<K, H><<<grid, combine_threads, 0, s>>>(p);
-  FP8MOE__CHECK_LAUNCH();
+  FP8MOE__CHECK_CUDA(launch_kernel(combine_kernel<K, H>, grid, dim3(combine_threads), 0, s, pdl, p));
   return FP8MOE_OK;
 }
 

@@ -79,6 +79,50 @@ static inline cudaError_t current_device_info(device_info *out) {
 
 static inline int ceil_div(long long a, long long b) { return (int)((a + b - 1) / b); }
 
+/* ---- programmatic dependent launch (PDL, sm_90 and newer) ----
+ *
+ * With fp8moe_args.enable_pdl on a cc >= 9.0 device, every kernel of a run
+ * after the first is launched with programmatic stream serialization: the
+ * GPU may start it while the kernel before it on the stream is still
+ * running, so its launch, block scheduling and prologue overlap that
+ * kernel's tail instead of following it. Every fp8moe kernel therefore calls
+ * griddep_wait() before it reads anything an earlier kernel wrote (it returns
+ * once the preceding grid has completed and its writes are visible; it is a
+ * no-op in a kernel not launched that way, and compiles to nothing before
+ * sm_90), and griddep_launch_dependents() right after it, which lets the
+ * next kernel be scheduled. Kernels wait before they touch their inputs, so
+ * results are the same bit for bit with and without PDL; in a CUDA graph the
+ * programmatic edges are captured as such. */
+static __device__ __forceinline__ void griddep_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+static __device__ __forceinline__ void griddep_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+/* Launch `kernel` on `stream`, with programmatic stream serialization when
+ * pdl is set (the caller decides: cc >= 9.0 and enable_pdl). */
+template <typename... KernelArgs, typename... Args>
+static inline cudaError_t launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
+                                        cudaStream_t stream, bool pdl, Args &&...args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kernel, static_cast<Args &&>(args)...);
+}
+
 /* ---- conversions (device) ---- */
 
 static __device__ __forceinline__ float bf16_bits_to_float(uint16_t b) {

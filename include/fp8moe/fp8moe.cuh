@@ -43,35 +43,21 @@
 namespace fp8moe {
 namespace detail {
 
-template <int E, int K, int H, int I>
-static fp8moe_status moe_run(const fp8moe_args *a, void *workspace, size_t workspace_bytes, cudaStream_t s,
-                             int routed) {
-  static_assert(E >= 1 && E <= FP8MOE_MAX_EXPERTS, "NUM_EXPERTS must be in [1, 512]");
-  static_assert(K >= 1 && K <= E && K <= FP8MOE_MAX_TOP_K, "TOP_K must be in [1, min(NUM_EXPERTS, 16)]");
-  static_assert(H > 0 && H % FP8MOE_BLOCK == 0, "HIDDEN must be a positive multiple of 128");
-  static_assert(I > 0 && I % FP8MOE_BLOCK == 0, "INTERMEDIATE must be a positive multiple of 128");
-  const fp8moe_config cfg = {E, K, H, I};
-  fp8moe_status st = fp8moe_validate_args(&cfg, a, routed, workspace, workspace_bytes);
-  if (st != FP8MOE_OK || a->num_tokens == 0) return st;
-
-  device_info dev;
-  FP8MOE__CHECK_CUDA(current_device_info(&dev));
-  if (dev.cc < 89) return FP8MOE_ERROR_UNSUPPORTED_DEVICE;
-
+/* The front half of a run: the counts zeroed, routing (non-routed), decode,
+ * scan and permutation. Afterwards the workspace (laid out as L) holds
+ * expert_offset, slot_row, slot_weight, x_perm and x_perm_scale, what the
+ * grouped GEMMs and the combine read. The arguments were validated by the
+ * caller. The benchmark's cuBLASLt peer (bench/bench_layer.cuh) runs this
+ * same front. */
+template <int E, int K, int H>
+static fp8moe_status moe_front(const fp8moe_args *a, char *ws, const fp8moe_workspace_layout &L, cudaStream_t s,
+                               int routed, bool pdl) {
   const int T = a->num_tokens, E_loc = a->local_num_experts;
-  const fp8moe_workspace_layout L = fp8moe_workspace_layout_for(T, E, K, H, I);
-  char *ws = static_cast<char *>(workspace);
   int *slot_expert = reinterpret_cast<int *>(ws + L.slot_expert);
   float *slot_weight = reinterpret_cast<float *>(ws + L.slot_weight);
-  int *slot_row = reinterpret_cast<int *>(ws + L.slot_row);
-  int *row_slot = reinterpret_cast<int *>(ws + L.row_slot);
   int *expert_count = reinterpret_cast<int *>(ws + L.expert_count);
   int *expert_offset = reinterpret_cast<int *>(ws + L.expert_offset);
-  uint8_t *x_perm = reinterpret_cast<uint8_t *>(ws + L.x_perm);
-  float *x_perm_scale = reinterpret_cast<float *>(ws + L.x_perm_scale);
-  uint8_t *act = reinterpret_cast<uint8_t *>(ws + L.act);
-  float *act_scale = reinterpret_cast<float *>(ws + L.act_scale);
-  uint16_t *y = reinterpret_cast<uint16_t *>(ws + L.y);
+  fp8moe_status st;
 
   FP8MOE__CHECK_CUDA(cudaMemsetAsync(expert_count, 0, sizeof(int) * (size_t)E_loc, s));
 
@@ -109,8 +95,9 @@ static fp8moe_status moe_run(const fp8moe_args *a, void *workspace, size_t works
     dp.weights_dtype = FP8MOE_DTYPE_FP32;
     dp.invalid_id_count = NULL; /* the router only produces valid ids */
   }
-  if ((st = decode_topk_launch<E>(dp, s)) != FP8MOE_OK) return st;
-  if ((st = scan_expert_counts_launch(expert_count, expert_offset, E_loc, s)) != FP8MOE_OK) return st;
+  /* the first kernel of a run (decode when routed) is never launched with PDL */
+  if ((st = decode_topk_launch<E>(dp, s, pdl && !routed)) != FP8MOE_OK) return st;
+  if ((st = scan_expert_counts_launch(expert_count, expert_offset, E_loc, s, pdl)) != FP8MOE_OK) return st;
 
   permute_params pp;
   pp.num_tokens = T;
@@ -119,43 +106,65 @@ static fp8moe_status moe_run(const fp8moe_args *a, void *workspace, size_t works
   pp.slot_expert = slot_expert;
   pp.expert_offset = expert_offset;
   pp.cursor = expert_count;
-  pp.slot_row = slot_row;
-  pp.row_slot = row_slot;
-  pp.x_perm = x_perm;
-  pp.x_perm_scale = x_perm_scale;
+  pp.slot_row = reinterpret_cast<int *>(ws + L.slot_row);
+  pp.x_perm = reinterpret_cast<uint8_t *>(ws + L.x_perm);
+  pp.x_perm_scale = reinterpret_cast<float *>(ws + L.x_perm_scale);
   pp.scale_ld = (long long)L.scale_ld;
-  if ((st = permute_rows_launch<K, H>(pp, s)) != FP8MOE_OK) return st;
+  return permute_rows_launch<K, H>(pp, s, pdl);
+}
+
+template <int E, int K, int H, int I>
+static fp8moe_status moe_run(const fp8moe_args *a, void *workspace, size_t workspace_bytes, cudaStream_t s,
+                             int routed) {
+  static_assert(E >= 1 && E <= FP8MOE_MAX_EXPERTS, "NUM_EXPERTS must be in [1, 512]");
+  static_assert(K >= 1 && K <= E && K <= FP8MOE_MAX_TOP_K, "TOP_K must be in [1, min(NUM_EXPERTS, 16)]");
+  static_assert(H > 0 && H % FP8MOE_BLOCK == 0, "HIDDEN must be a positive multiple of 128");
+  static_assert(I > 0 && I % FP8MOE_BLOCK == 0, "INTERMEDIATE must be a positive multiple of 128");
+  const fp8moe_config cfg = {E, K, H, I};
+  fp8moe_status st = fp8moe_validate_args(&cfg, a, routed, workspace, workspace_bytes);
+  if (st != FP8MOE_OK || a->num_tokens == 0) return st;
+
+  device_info dev;
+  FP8MOE__CHECK_CUDA(current_device_info(&dev));
+  if (dev.cc < 89) return FP8MOE_ERROR_UNSUPPORTED_DEVICE;
+  /* PDL (common.cuh) between the run's kernels, where the device has it */
+  const bool pdl = a->enable_pdl != 0 && dev.cc >= 90;
+
+  const int T = a->num_tokens;
+  const fp8moe_workspace_layout L = fp8moe_workspace_layout_for(T, E, K, H, I);
+  char *ws = static_cast<char *>(workspace);
+  if ((st = moe_front<E, K, H>(a, ws, L, s, routed, pdl)) != FP8MOE_OK) return st;
 
   grouped_gemm_params g1;
-  g1.a = x_perm;
-  g1.a_scale = x_perm_scale;
+  g1.a = reinterpret_cast<const uint8_t *>(ws + L.x_perm);
+  g1.a_scale = reinterpret_cast<const float *>(ws + L.x_perm_scale);
   g1.a_scale_ld = (long long)L.scale_ld;
   g1.b = static_cast<const uint8_t *>(a->w1);
   g1.b_scale = a->w1_scale;
-  g1.group_offset = expert_offset;
-  g1.num_groups = E_loc;
+  g1.group_offset = reinterpret_cast<const int *>(ws + L.expert_offset);
+  g1.num_groups = a->local_num_experts;
   g1.m_total = T * K;
-  g1.c = act;
-  g1.c_scale = act_scale;
+  g1.c = ws + L.act;
+  g1.c_scale = reinterpret_cast<float *>(ws + L.act_scale);
   g1.c_scale_ld = (long long)L.scale_ld;
-  if ((st = grouped_gemm_launch<2 * I, H, epilogue::swiglu_quant>(g1, s)) != FP8MOE_OK) return st;
+  if ((st = grouped_gemm_launch<2 * I, H, epilogue::swiglu_quant>(g1, s, pdl)) != FP8MOE_OK) return st;
 
   grouped_gemm_params g2 = g1;
-  g2.a = act;
-  g2.a_scale = act_scale;
+  g2.a = reinterpret_cast<const uint8_t *>(ws + L.act);
+  g2.a_scale = reinterpret_cast<const float *>(ws + L.act_scale);
   g2.b = static_cast<const uint8_t *>(a->w2);
   g2.b_scale = a->w2_scale;
-  g2.c = y;
+  g2.c = ws + L.y; /* bf16 rows, over x_perm (dead after GEMM1) */
   g2.c_scale = NULL;
-  if ((st = grouped_gemm_launch<H, I, epilogue::store_bf16>(g2, s)) != FP8MOE_OK) return st;
+  if ((st = grouped_gemm_launch<H, I, epilogue::store_bf16>(g2, s, pdl)) != FP8MOE_OK) return st;
 
   combine_params cp;
   cp.num_tokens = T;
-  cp.slot_row = slot_row;
-  cp.slot_weight = slot_weight;
-  cp.y = y;
+  cp.slot_row = reinterpret_cast<const int *>(ws + L.slot_row);
+  cp.slot_weight = reinterpret_cast<const float *>(ws + L.slot_weight);
+  cp.y = reinterpret_cast<const uint16_t *>(ws + L.y);
   cp.out = static_cast<uint16_t *>(a->output);
-  return combine_launch<K, H>(cp, s);
+  return combine_launch<K, H>(cp, s, pdl);
 }
 
 template <int H>

@@ -143,7 +143,7 @@ typedef struct fp8moe_args {
   /* output and diagnostics */
   void *output;                       /* bf16 [T, H] */
   int  *invalid_id_count;             /* optional device counter, or NULL; incremented per invalid routed id */
-  int   enable_pdl;                   /* programmatic dependent launch (accepted; see docs/api.md) */
+  int   enable_pdl;                   /* nonzero: programmatic dependent launch between the run's kernels (cc >= 9.0; see docs/api.md) */
 } fp8moe_args;
 
 /* ---- instantiation prototypes --------------------------------------- */

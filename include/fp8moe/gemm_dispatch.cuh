@@ -46,7 +46,7 @@ namespace fp8moe {
 namespace detail {
 
 template <int N, int K, epilogue EPI>
-fp8moe_status grouped_gemm_launch(const grouped_gemm_params &p, cudaStream_t stream) {
+fp8moe_status grouped_gemm_launch(const grouped_gemm_params &p, cudaStream_t stream, bool pdl = false) {
   if (p.m_total <= 0 || p.num_groups <= 0) return FP8MOE_OK; /* nothing to do, no CUDA call */
   device_info dev;
   FP8MOE__CHECK_CUDA(current_device_info(&dev));
@@ -56,11 +56,11 @@ fp8moe_status grouped_gemm_launch(const grouped_gemm_params &p, cudaStream_t str
   if constexpr (gemm_sm90_supported<N, K, EPI>()) {
     if (dev.cc == 90 && (long long)p.m_total >= (long long)FP8MOE_SM90_MIN_ROWS_PER_GROUP * p.num_groups &&
         sm90_image_present<N, K, EPI>())
-      return gemm_sm90_launch<N, K, EPI>(p, stream);
+      return gemm_sm90_launch<N, K, EPI>(p, stream, pdl);
   }
 #endif
 
-  return gemm_mma_launch<N, K, EPI>(p, stream);
+  return gemm_mma_launch<N, K, EPI>(p, stream, pdl);
 }
 
 } // namespace detail

@@ -144,25 +144,32 @@ static __device__ __forceinline__ void mma_e4m3_16832(float (&d)[4], const uint3
 /* The geometry of one kernel variant: BM = 64 (2 x 4 warps of 32 x 32) for
  * groups of many rows, BM = 16 (1 x 8 warps of 16 x 16) for decode-sized
  * groups, where a 64-row tile would be mostly zero rows and the kernel should
- * be bound by streaming B. halves = 128-row blocks of B per CTA. */
-template <epilogue EPI, int BM>
+ * be bound by streaming B; BM = 16 with BN = 64 (1 x 4 warps, 128 threads)
+ * for the store epilogues of decode-sized groups: twice the tiles of half the
+ * width, so few experts' weights still spread evenly over every SM (a
+ * swiglu_quant tile needs all 128 columns of a scale block for the row amax,
+ * so it stays 128 wide). halves = blocks of bn rows of B per CTA (up and
+ * gate for swiglu_quant). */
+template <epilogue EPI, int BM, int BN = 128>
 struct mma_tile {
   static_assert(BM == 64 || BM == 16, "tile heights 64 and 16");
-  static constexpr int threads = 256;
-  static constexpr int warps_m = BM == 64 ? 2 : 1, warps_n = 8 / warps_m;
-  static constexpr int bm = BM, bk = 128, bn = 128; /* bn: output (or activation) columns per CTA */
+  static_assert(BN == 128 || (BN == 64 && BM == 16 && EPI != epilogue::swiglu_quant),
+                "64-column tiles: 16-row store epilogues only");
+  static constexpr int threads = BN == 128 ? 256 : 128;
+  static constexpr int warps_m = BM == 64 ? 2 : 1, warps_n = threads / 32 / warps_m;
+  static constexpr int bm = BM, bk = 128, bn = BN; /* bn: output (or activation) columns per CTA */
   static constexpr int halves = EPI == epilogue::swiglu_quant ? 2 : 1;
   static constexpr int warp_m = bm / warps_m, warp_n = bn / warps_n; /* per half */
   static constexpr int mi = warp_m / 16, ni = warp_n / 8;
   static constexpr int a_bytes = bm * bk;
-  static constexpr int b_bytes = halves * 128 * bk;
+  static constexpr int b_bytes = halves * bn * bk;
   static constexpr int sa_off = a_bytes + b_bytes;  /* bm fp32 A scales */
   static constexpr int sb_off = sa_off + bm * 4;    /* halves fp32 B scales */
   static constexpr int stage_bytes = (sb_off + 16 + 127) / 128 * 128;
   /* 64 rows: ~125 registers on sm_89, ~240 on sm_90/sm_100 (fragments
    * widened to f16, see above), and a cap of 128 for two CTAs spills. 16
    * rows: few accumulators, and more CTAs keep more of B in flight. */
-  static constexpr int min_blocks = BM == 64 ? 1 : 2;
+  static constexpr int min_blocks = BM == 64 ? 1 : BN == 128 ? 2 : 4;
   static_assert(warps_n * bm <= 256, "s_red holds 256 floats");
 };
 
@@ -170,9 +177,9 @@ struct mma_tile {
  * the swiglu amax exchange, the scan's warp totals. */
 static constexpr int mma_aux_bytes = 2 * (FP8MOE_MAX_EXPERTS + 1) * 4 + 256 * 4 + 8 * 4;
 
-template <epilogue EPI, int BM>
+template <epilogue EPI, int BM, int BN>
 static inline int mma_smem_bytes(int stages) {
-  return stages * mma_tile<EPI, BM>::stage_bytes + mma_aux_bytes;
+  return stages * mma_tile<EPI, BM, BN>::stage_bytes + mma_aux_bytes;
 }
 
 /* Where one tile lies: rows [row0, row_end) of group g (row_end is the group's
@@ -199,14 +206,15 @@ static __device__ __forceinline__ mma_tile_coord mma_decode_tile(int tile, const
   return c;
 }
 
-template <int N, int K, epilogue EPI, int BM>
-__global__ void __launch_bounds__(256, mma_tile<EPI, BM>::min_blocks)
+template <int N, int K, epilogue EPI, int BM, int BN>
+__global__ void __launch_bounds__(mma_tile<EPI, BM, BN>::threads, mma_tile<EPI, BM, BN>::min_blocks)
 gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
   static_assert(N > 0 && K > 0 && N % 128 == 0 && K % 128 == 0, "N and K must be positive multiples of 128");
   static_assert(EPI != epilogue::swiglu_quant || N % 256 == 0, "swiglu_quant needs N = 2*I, I a multiple of 128");
 #if FP8MOE__HAS_MMA_E4M3
   using namespace mma_ptx;
-  using T = mma_tile<EPI, BM>;
+  using T = mma_tile<EPI, BM, BN>;
+  static_assert(N % T::bn == 0, "N is a multiple of the tile width");
   constexpr int KB = K / 128;
   constexpr int HALF_N = EPI == epilogue::swiglu_quant ? N / 2 : 0; /* B row offset of the gate half */
   constexpr int N_TILES = (EPI == epilogue::swiglu_quant ? N / 2 : N) / T::bn;
@@ -220,17 +228,21 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int G = p.num_groups, m_total = p.m_total;
 
-  /* ---- Phase 1: tile prefix over groups (block scan, 2 groups per thread) ---- */
+  griddep_wait(); /* group offsets and A: written by the kernels before (PDL) */
+  griddep_launch_dependents();
+
+  /* ---- Phase 1: tile prefix over groups (block scan, GPT groups per thread) ---- */
   for (int g = tid; g <= G; g += T::threads) {
     int o = p.group_offset[g];
     s_off[g] = o < 0 ? 0 : (o > m_total ? m_total : o);
   }
   __syncthreads();
   {
-    int t[2], sum = 0;
+    constexpr int GPT = (FP8MOE_MAX_EXPERTS + T::threads - 1) / T::threads; /* 2 (256 threads) or 4 (128) */
+    int t[GPT], sum = 0;
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      int g = 2 * tid + i;
+    for (int i = 0; i < GPT; ++i) {
+      int g = GPT * tid + i;
       int rows = g < G ? s_off[g + 1] - s_off[g] : 0;
       t[i] = rows > 0 ? (rows + T::bm - 1) / T::bm * N_TILES : 0; /* a decreasing offset counts as empty */
       sum += t[i];
@@ -246,8 +258,11 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
     for (int w = 0; w < warp; ++w) incl += s_wsum[w];
     int excl = incl - sum;
     if (tid == 0) s_pre[0] = 0;
-    if (2 * tid < G) s_pre[2 * tid + 1] = excl + t[0];
-    if (2 * tid + 1 < G) s_pre[2 * tid + 2] = excl + t[0] + t[1];
+#pragma unroll
+    for (int i = 0; i < GPT; ++i) {
+      excl += t[i];
+      if (GPT * tid + i < G) s_pre[GPT * tid + i + 1] = excl;
+    }
   }
   __syncthreads();
   const int total_tiles = s_pre[G];
@@ -272,11 +287,11 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
         const uint8_t *src = p.a + (ok ? (long long)row * K + p_kb * 128 + c * 16 : 0);
         cp_async_16(st + r * 128 + ((c ^ (r & 7)) << 4), src, ok ? 16 : 0);
       }
-      /* B: halves x 128 rows x 8 chunks */
+      /* B: halves x bn rows x 8 chunks */
 #pragma unroll
-      for (int i = 0; i < T::halves * 128 * 8 / T::threads; ++i) {
+      for (int i = 0; i < T::halves * T::bn * 8 / T::threads; ++i) {
         int id = tid + i * T::threads, r = id >> 3, c = id & 7;
-        long long brow = (long long)pc.g * N + pc.n0 + (r >> 7) * HALF_N + (r & 127);
+        long long brow = (long long)pc.g * N + pc.n0 + (r / T::bn) * HALF_N + (r % T::bn);
         cp_async_16(st + T::a_bytes + r * 128 + ((c ^ (r & 7)) << 4), p.b + brow * K + p_kb * 128 + c * 16, 16);
       }
       /* scales of this k-block: bm A rows, one per B half */
@@ -314,7 +329,7 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
 #pragma unroll
   for (int h = 0; h < T::halves; ++h)
 #pragma unroll
-    for (int q = 0; q < T::ni / 2; ++q) b_row[h][q] = (h * 128 + wn0 + q * 16 + ((lane >> 4) << 3) + (lane & 7)) * 128;
+    for (int q = 0; q < T::ni / 2; ++q) b_row[h][q] = (h * T::bn + wn0 + q * 16 + ((lane >> 4) << 3) + (lane & 7)) * 128;
   const int b_chunk_hi = (lane >> 3) & 1;
 
   float acc[T::mi][T::halves * T::ni][4];
@@ -477,12 +492,12 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
 }
 
 /* Launch one tile variant (tests call it directly to cover both). */
-template <int N, int K, epilogue EPI, int BM>
-fp8moe_status gemm_mma_launch_bm(const grouped_gemm_params &p, cudaStream_t stream) {
+template <int N, int K, epilogue EPI, int BM, int BN = 128>
+fp8moe_status gemm_mma_launch_bm(const grouped_gemm_params &p, cudaStream_t stream, bool pdl = false) {
   static_assert(N > 0 && K > 0 && N % 128 == 0 && K % 128 == 0, "N and K must be positive multiples of 128");
   static_assert(EPI != epilogue::swiglu_quant || N % 256 == 0, "swiglu_quant needs N = 2*I, I a multiple of 128");
   static_assert(FP8MOE_GEMM_MMA_MAX_STAGES >= 2 && FP8MOE_GEMM_MMA_MAX_STAGES <= 4, "2..4 stages");
-  using T = mma_tile<EPI, BM>;
+  using T = mma_tile<EPI, BM, BN>;
   if (p.m_total <= 0 || p.num_groups <= 0) return FP8MOE_OK;
   if (p.num_groups > FP8MOE_MAX_EXPERTS) return FP8MOE_ERROR_INVALID_SHAPE;
   device_info dev;
@@ -495,30 +510,42 @@ fp8moe_status gemm_mma_launch_bm(const grouped_gemm_params &p, cudaStream_t stre
   if (bound * (K / 128) > INT_MAX) return FP8MOE_ERROR_INVALID_SHAPE;
 
   int stages = FP8MOE_GEMM_MMA_MAX_STAGES;
-  while (stages > 2 && mma_smem_bytes<EPI, BM>(stages) > dev.max_smem_optin) --stages;
-  const int smem = mma_smem_bytes<EPI, BM>(stages);
+  while (stages > 2 && mma_smem_bytes<EPI, BM, BN>(stages) > dev.max_smem_optin) --stages;
+  const int smem = mma_smem_bytes<EPI, BM, BN>(stages);
   if (smem > dev.max_smem_optin) return FP8MOE_ERROR_UNSUPPORTED_DEVICE;
 
-  auto kernel = gemm_mma_e4m3_blockscale_kernel<N, K, EPI, BM>;
+  auto kernel = gemm_mma_e4m3_blockscale_kernel<N, K, EPI, BM, BN>;
   FP8MOE__CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   int occ = 0;
   FP8MOE__CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, T::threads, smem));
   if (occ < 1) occ = 1;
   const long long grid = (long long)occ * dev.sm_count < bound ? (long long)occ * dev.sm_count : bound;
-  kernel<<<(unsigned)grid, T::threads, smem, stream>>>(p, stages);
-  FP8MOE__CHECK_LAUNCH();
+  FP8MOE__CHECK_CUDA(launch_kernel(kernel, dim3((unsigned)grid), dim3(T::threads), smem, stream, pdl, p, stages));
   return FP8MOE_OK;
 }
 
 /* Launch the persistent grouped GEMM. m_total == 0 (or no group): OK,
  * nothing launched. Never synchronizes, never allocates. The host knows only
- * the bound m_total, so the tile height follows the mean rows per group:
- * under FP8MOE_GEMM_MMA_SMALL_M_ROWS, 16-row tiles (decode), else 64. */
+ * the bound m_total (not the group sizes), so:
+ * - the tile height follows the mean rows per group: under
+ *   FP8MOE_GEMM_MMA_SMALL_M_ROWS, 16-row tiles (decode), else 64;
+ * - a store epilogue with 16-row tiles takes 64-column tiles when even the
+ *   most tiles of 128 columns there can be (at most min(m_total, groups)
+ *   groups have rows) would give every SM fewer than 4: then the SMs share
+ *   the weights more evenly (H200, DeepSeek-V3 T=1: 8 experts, 448 tiles of
+ *   128 on 132 SMs; the layer went from 129 to 126 us). With more tiles the
+ *   128-wide ones stream as well or better. */
 template <int N, int K, epilogue EPI>
-fp8moe_status gemm_mma_launch(const grouped_gemm_params &p, cudaStream_t stream) {
-  if ((long long)p.m_total < (long long)FP8MOE_GEMM_MMA_SMALL_M_ROWS * p.num_groups)
-    return gemm_mma_launch_bm<N, K, EPI, 16>(p, stream);
-  return gemm_mma_launch_bm<N, K, EPI, 64>(p, stream);
+fp8moe_status gemm_mma_launch(const grouped_gemm_params &p, cudaStream_t stream, bool pdl = false) {
+  if ((long long)p.m_total >= (long long)FP8MOE_GEMM_MMA_SMALL_M_ROWS * p.num_groups)
+    return gemm_mma_launch_bm<N, K, EPI, 64>(p, stream, pdl);
+  if constexpr (EPI != epilogue::swiglu_quant) {
+    device_info dev;
+    FP8MOE__CHECK_CUDA(current_device_info(&dev));
+    const long long active = p.m_total < p.num_groups ? p.m_total : p.num_groups;
+    if (active * (N / 128) < 4LL * dev.sm_count) return gemm_mma_launch_bm<N, K, EPI, 16, 64>(p, stream, pdl);
+  }
+  return gemm_mma_launch_bm<N, K, EPI, 16>(p, stream, pdl);
 }
 
 } // namespace detail

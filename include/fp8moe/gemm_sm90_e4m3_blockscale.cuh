@@ -195,6 +195,8 @@ __global__ void __launch_bounds__(sm90_threads, 1)
     }
     sm90::mbar_fence_init();
   }
+  griddep_wait(); /* group offsets and A: written by the kernels before (PDL) */
+  griddep_launch_dependents();
   for (int g = tid; g <= G; g += sm90_threads) {
     int o = p.group_offset[g];
     s_off[g] = o < 0 ? 0 : (o > p.m_total ? p.m_total : o);
@@ -449,7 +451,7 @@ static inline bool sm90_make_operand_map(CUtensorMap *map, const void *base, uns
 /* Launch with an explicit tile configuration (benchmarks compare them);
  * gemm_sm90_launch picks the default one. */
 template <int N, int K, epilogue EPI, int NCHUNK, int STAGES>
-fp8moe_status gemm_sm90_launch_config(const grouped_gemm_params &p, cudaStream_t stream) {
+fp8moe_status gemm_sm90_launch_config(const grouped_gemm_params &p, cudaStream_t stream, bool pdl = false) {
   static_assert(gemm_sm90_supported<N, K, EPI>(), "shape outside the sm90 GEMM envelope");
   using L = sm90_smem_layout<NCHUNK, STAGES>;
   if (p.m_total < 0 || p.num_groups < 0 || p.num_groups > sm90_max_groups) return FP8MOE_ERROR_INVALID_SHAPE;
@@ -475,8 +477,7 @@ fp8moe_status gemm_sm90_launch_config(const grouped_gemm_params &p, cudaStream_t
 
   auto kernel = gemm_sm90_e4m3_blockscale_kernel<N, K, EPI, NCHUNK, STAGES>;
   FP8MOE__CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::dynamic_bytes));
-  kernel<<<grid, sm90_threads, L::dynamic_bytes, stream>>>(map_a, map_b, p);
-  FP8MOE__CHECK_LAUNCH();
+  FP8MOE__CHECK_CUDA(launch_kernel(kernel, dim3(grid), dim3(sm90_threads), L::dynamic_bytes, stream, pdl, map_a, map_b, p));
   return FP8MOE_OK;
 }
 
@@ -504,12 +505,12 @@ bool sm90_image_present() {
 /* Shapes outside the envelope return FP8MOE_ERROR_INVALID_SHAPE without
  * instantiating the kernel, so a dispatcher may name any shape. */
 template <int N, int K, epilogue EPI>
-fp8moe_status gemm_sm90_launch(const grouped_gemm_params &p, cudaStream_t stream) {
+fp8moe_status gemm_sm90_launch(const grouped_gemm_params &p, cudaStream_t stream, bool pdl = false) {
   if constexpr (!gemm_sm90_supported<N, K, EPI>()) {
-    (void)p; (void)stream;
+    (void)p; (void)stream; (void)pdl;
     return FP8MOE_ERROR_INVALID_SHAPE;
   } else {
-    return gemm_sm90_launch_config<N, K, EPI, sm90_tiling<N, EPI>::nchunk, sm90_tiling<N, EPI>::stages>(p, stream);
+    return gemm_sm90_launch_config<N, K, EPI, sm90_tiling<N, EPI>::nchunk, sm90_tiling<N, EPI>::stages>(p, stream, pdl);
   }
 }
 

@@ -11,7 +11,7 @@
  *      expert_offset[0..E_loc]; it zeroes the counts again, which then serve
  *      as per-expert cursors.
  *   3. permute_rows: each local slot takes a row (offset + cursor), records
- *      slot_row / row_slot, and copies its token's fp8 row (16-byte vectors)
+ *      it in slot_row, and copies its token's fp8 row (16-byte vectors)
  *      and 1x128 scales into x_perm / x_perm_scale.
  * The order of rows inside an expert depends on atomic ordering; the output
  * does not, because every row's GEMM result is independent of where the row
@@ -42,6 +42,8 @@ struct decode_params {
 
 template <int E>
 __global__ void decode_topk_kernel(decode_params p) {
+  griddep_wait(); /* non-routed: the routing kernel's slots; always: the zeroed counts */
+  griddep_launch_dependents();
   int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= p.num_slots) return;
   int id;
@@ -77,6 +79,8 @@ static __global__ void __launch_bounds__(scan_threads) scan_expert_counts_kernel
                                                                          int num_experts) {
   typedef cub::BlockScan<int, scan_threads> scan_t;
   __shared__ typename scan_t::TempStorage tmp;
+  griddep_wait();
+  griddep_launch_dependents();
   int v[scan_items];
 #pragma unroll
   for (int j = 0; j < scan_items; j++) {
@@ -104,7 +108,6 @@ struct permute_params {
   const int *expert_offset;      /* [E_loc + 1] */
   int *cursor;                   /* [E_loc], zero */
   int *slot_row;                 /* [T*K] out */
-  int *row_slot;                 /* [T*K] out */
   uint8_t *x_perm;               /* [T*K, H] out */
   float *x_perm_scale;           /* [H/128, scale_ld] out */
   long long scale_ld;
@@ -116,13 +119,14 @@ enum { permute_threads = 128 };
 template <int K, int H>
 __global__ void __launch_bounds__(permute_threads) permute_rows_kernel(permute_params p) {
   __shared__ int row_s;
+  griddep_wait();
+  griddep_launch_dependents();
   const int slot = blockIdx.x;
   const int e = p.slot_expert[slot];
   if (threadIdx.x == 0) {
     int r = -1;
     if (e >= 0) {
       r = p.expert_offset[e] + atomicAdd(&p.cursor[e], 1);
-      p.row_slot[r] = slot;
     }
     p.slot_row[slot] = r;
     row_s = r;
@@ -140,27 +144,25 @@ __global__ void __launch_bounds__(permute_threads) permute_rows_kernel(permute_p
 }
 
 template <int E>
-static inline fp8moe_status decode_topk_launch(const decode_params &p, cudaStream_t s) {
+static inline fp8moe_status decode_topk_launch(const decode_params &p, cudaStream_t s, bool pdl = false) {
   if (p.num_slots == 0) return FP8MOE_OK;
-  decode_topk_kernel<E><<<ceil_div(p.num_slots, 256), 256, 0, s>>>(p);
-  FP8MOE__CHECK_LAUNCH();
+  FP8MOE__CHECK_CUDA(launch_kernel(decode_topk_kernel<E>, dim3(ceil_div(p.num_slots, 256)), dim3(256), 0, s, pdl, p));
   return FP8MOE_OK;
 }
 
 static inline fp8moe_status scan_expert_counts_launch(int *expert_count, int *expert_offset, int num_experts,
-                                                      cudaStream_t s) {
-  scan_expert_counts_kernel<<<1, scan_threads, 0, s>>>(expert_count, expert_offset, num_experts);
-  FP8MOE__CHECK_LAUNCH();
+                                                      cudaStream_t s, bool pdl = false) {
+  FP8MOE__CHECK_CUDA(launch_kernel(scan_expert_counts_kernel, dim3(1), dim3(scan_threads), 0, s, pdl, expert_count,
+                                   expert_offset, num_experts));
   return FP8MOE_OK;
 }
 
 template <int K, int H>
-static inline fp8moe_status permute_rows_launch(const permute_params &p, cudaStream_t s) {
+static inline fp8moe_status permute_rows_launch(const permute_params &p, cudaStream_t s, bool pdl = false) {
   static_assert(H % 16 == 0, "rows are copied 16 bytes at a time");
   long long slots = (long long)p.num_tokens * K;
   if (slots == 0) return FP8MOE_OK;
-  permute_rows_kernel<K, H><<<(unsigned)slots, permute_threads, 0, s>>>(p);
-  FP8MOE__CHECK_LAUNCH();
+  FP8MOE__CHECK_CUDA(launch_kernel(permute_rows_kernel<K, H>, dim3((unsigned)slots), dim3(permute_threads), 0, s, pdl, p));
   return FP8MOE_OK;
 }
 

@@ -288,6 +288,8 @@ __global__ void __launch_bounds__(32 * FP8MOE_ROUTING_WARPS) routing_kernel(cons
   static_assert(E >= 1 && E <= FP8MOE_MAX_EXPERTS, "E must be in [1, 512]");
   static_assert(K >= 1 && K <= E && K <= FP8MOE_MAX_TOP_K, "K must be in [1, min(E, 16)]");
   constexpr int N = (E + 31) / 32; /* experts per lane */
+  griddep_wait(); /* launched without PDL (the first kernel of a run): returns at once */
+  griddep_launch_dependents();
   const int lane = (int)(threadIdx.x & 31);
   const int t = (int)blockIdx.x * FP8MOE_ROUTING_WARPS + (int)(threadIdx.x >> 5);
   if (t >= p.num_tokens) return; /* whole warps only */

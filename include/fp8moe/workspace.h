@@ -15,7 +15,6 @@
  *   slot_expert     int32  [T*K]   local expert of (t,k), or -1   decode/route
  *   slot_weight     fp32   [T*K]   routing weight of (t,k)        decode/route
  *   slot_row        int32  [T*K]   GEMM row of (t,k), or -1       permute
- *   row_slot        int32  [T*K]   t*K + k of each GEMM row       permute
  *   expert_count    int32  [E]     rows per local expert          decode/route (atomics)
  *   expert_offset   int32  [E+1]   exclusive scan of the counts   scan
  *   x_perm          fp8    [T*K, H]      gathered activations     permute
@@ -40,7 +39,7 @@
 typedef struct fp8moe_workspace_layout {
   size_t rows;          /* T*K: GEMM rows at most */
   size_t scale_ld;      /* leading dimension of the transposed scale buffers */
-  size_t slot_expert, slot_weight, slot_row, row_slot;
+  size_t slot_expert, slot_weight, slot_row;
   size_t expert_count, expert_offset;
   size_t x_perm, x_perm_scale, act, act_scale, y;
   size_t total;         /* bytes */
@@ -63,7 +62,6 @@ static inline fp8moe_workspace_layout fp8moe_workspace_layout_for(int T, int E, 
   FP8MOE__WS_TAKE(slot_expert, rows * 4);
   FP8MOE__WS_TAKE(slot_weight, rows * 4);
   FP8MOE__WS_TAKE(slot_row, rows * 4);
-  FP8MOE__WS_TAKE(row_slot, rows * 4);
   FP8MOE__WS_TAKE(expert_count, e * 4);
   FP8MOE__WS_TAKE(expert_offset, (e + 1) * 4);
   {

@@ -31,6 +31,8 @@ runs=(
   "gpu_test_moe:moe/invalid_routed_ids"
   "gpu_test_robust:robust/hostile_routed_input"
 )
+# RUNS="prog:filter prog:filter ..." replaces the selection
+[ -n "${RUNS:-}" ] && read -ra runs <<<"$RUNS"
 summary=()
 for tool in $tools; do
   for r in "${runs[@]}"; do

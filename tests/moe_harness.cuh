@@ -193,7 +193,10 @@ static fp8moe_args make_args(const problem *p, const instance &in, const weights
                              int enable_pdl = 0) {
   fp8moe_args a;
   memset(&a, 0, sizeof a);
-  a.enable_pdl = enable_pdl;
+  /* FP8MOE_TEST_PDL=0 or 1 overrides the test's choice (to compare the two
+   * under a sanitizer) */
+  const char *force_pdl = getenv("FP8MOE_TEST_PDL");
+  a.enable_pdl = force_pdl && *force_pdl ? atoi(force_pdl) : enable_pdl;
   a.num_tokens = p->T;
   a.local_expert_offset = offset;
   a.local_num_experts = w->e_loc;

@@ -79,6 +79,12 @@ static inline cudaError_t current_device_info(device_info *out) {
 
 static inline int ceil_div(long long a, long long b) { return (int)((a + b - 1) / b); }
 
+/* Shared-window address of a shared-memory pointer: what every .shared PTX
+ * operand of the GEMM kernels takes (both paths' wrappers use this one). */
+static __device__ __forceinline__ uint32_t smem_addr(const void *p) {
+  return (uint32_t)__cvta_generic_to_shared(p);
+}
+
 /* ---- programmatic dependent launch (PDL, sm_90 and newer) ----
  *
  * With fp8moe_args.enable_pdl on a cc >= 9.0 device, every kernel of a run

@@ -105,10 +105,6 @@ namespace detail {
  * they never collide with the Hopper path's (ptx_sm90.cuh). */
 namespace mma_ptx {
 
-static __device__ __forceinline__ uint32_t smem_addr(const void *p) {
-  return (uint32_t)__cvta_generic_to_shared(p);
-}
-
 /* 16 bytes global -> shared, bypassing L1; src_bytes = 0 reads nothing and
  * zero-fills. */
 static __device__ __forceinline__ void cp_async_16(uint32_t dst, const void *src, int src_bytes) {
@@ -536,8 +532,7 @@ fp8moe_status gemm_mma_launch_bm(const grouped_gemm_params &p, cudaStream_t stre
     const int smem2 = mma_smem_bytes<EPI, BM, BN>(stages - 1);
     int occ2 = 0;
     FP8MOE__CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ2, kernel, T::threads, smem2));
-    const long long active = p.m_total < p.num_groups ? p.m_total : p.num_groups;
-    if (occ2 > 1 && active * n_tiles >= 2LL * occ2 * dev.sm_count) {
+    if (occ2 > 1 && groups_with_rows_bound(p) * n_tiles >= 2LL * occ2 * dev.sm_count) {
       --stages;
       smem = smem2;
       occ = occ2;
@@ -566,8 +561,8 @@ fp8moe_status gemm_mma_launch(const grouped_gemm_params &p, cudaStream_t stream,
   if constexpr (EPI != epilogue::swiglu_quant) {
     device_info dev;
     FP8MOE__CHECK_CUDA(current_device_info(&dev));
-    const long long active = p.m_total < p.num_groups ? p.m_total : p.num_groups;
-    if (active * (N / 128) < 4LL * dev.sm_count) return gemm_mma_launch_bm<N, K, EPI, 16, 64>(p, stream, pdl);
+    if (groups_with_rows_bound(p) * (N / 128) < 4LL * dev.sm_count)
+      return gemm_mma_launch_bm<N, K, EPI, 16, 64>(p, stream, pdl);
   }
   return gemm_mma_launch_bm<N, K, EPI, 16>(p, stream, pdl);
 }

@@ -46,6 +46,13 @@ struct grouped_gemm_params {
   long long c_scale_ld;
 };
 
+/* The most groups that can have rows, as the host knows it without the group
+ * offsets: every such group has at least one of the m_total rows. The launch
+ * heuristics size their tile counts from it. */
+static inline long long groups_with_rows_bound(const grouped_gemm_params &p) {
+  return p.m_total < p.num_groups ? p.m_total : p.num_groups;
+}
+
 } // namespace detail
 } // namespace fp8moe
 

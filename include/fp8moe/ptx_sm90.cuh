@@ -18,15 +18,11 @@
 #include <cuda.h> /* CUtensorMap (the type only; nothing links libcuda) */
 #include <stdint.h>
 
+#include "common.cuh" /* smem_addr */
+
 namespace fp8moe {
 namespace detail {
 namespace sm90 {
-
-/* Shared-window address of a shared-memory pointer (what every .shared
- * operand below takes). */
-static __device__ __forceinline__ uint32_t smem_addr(const void *p) {
-  return (uint32_t)__cvta_generic_to_shared(p);
-}
 
 /* ---- mbarrier ------------------------------------------------------- */
 

@@ -31,8 +31,8 @@ using fp8moe::detail::epilogue;
 using fp8moe::detail::grouped_gemm_params;
 
 /* Two instantiations of the public component in one translation unit. */
-FP8MOE_DEFINE_GROUPED_GEMM(gg_small, 256, 128)
-FP8MOE_DEFINE_GROUPED_GEMM(gg_mid, 512, 384)
+FP8MOE_DEFINE_GROUPED_GEMM(gg_small, 256, 128);
+FP8MOE_DEFINE_GROUPED_GEMM(gg_mid, 512, 384);
 
 /* ---- tolerances ----
  * store_fp32: the GPU sums each block's 128 exact products in the tensor
@@ -475,7 +475,7 @@ Test(gemm_mma, deepseek_decode) {
 
 Test(gemm_mma, empty_launches_nothing) {
   grouped_gemm_params p;
-  memset(&p, 0, sizeof p); /* all pointers NULL: a launch would fault */
+  /* all pointers NULL (the defaults): a launch would fault */
   p.num_groups = 4;
   cr_assert_eq((fp8moe::detail::gemm_mma_launch<256, 128, epilogue::store_fp32>(p, 0)), FP8MOE_OK);
   cr_assert_eq((fp8moe::detail::grouped_gemm_launch<256, 256, epilogue::swiglu_quant>(p, 0)), FP8MOE_OK);

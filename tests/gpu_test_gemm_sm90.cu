@@ -9,7 +9,7 @@
  * Every test skips on a machine without a GPU and on devices other than
  * compute capability 9.0.
  */
-#include <fp8moe/gemm_sm90_e4m3_blockscale.cuh>
+#include <fp8moe/detail/gemm/sm90_e4m3_blockscale.cuh>
 
 #include "gpu_util.h"
 
@@ -413,7 +413,7 @@ Test(gemm_sm90, no_rows_and_empty_calls) {
   check_coverage(P, g.c, 256 * 4, 4);
   /* m_total == 0: OK, nothing launched, no pointer touched */
   grouped_gemm_params p;
-  memset(&p, 0, sizeof p);
+  /* every field zero / NULL (the defaults) */
   p.num_groups = 3;
   fp8moe_status st = gemm_sm90_launch<256, 256, epilogue::store_fp32>(p, 0);
   cr_expect_eq(st, FP8MOE_OK, "m_total == 0: %s", fp8moe_status_string(st));

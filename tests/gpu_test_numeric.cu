@@ -15,7 +15,7 @@
  */
 #include "gpu_util.h"
 
-#include <fp8moe/common.cuh>
+#include <fp8moe/detail/common.cuh>
 
 #include <stdio.h>
 
@@ -98,7 +98,7 @@ __global__ void decode_all(float *e4m3_dev, float *e4m3_hd, float *bf16_dev, flo
  * the hardware path and numeric.h; both are NaN to every consumer). */
 static bool same_value(float a, float b) {
   if (isnan(a) || isnan(b)) return isnan(a) && isnan(b);
-  return fp8moe_float_bits(a) == fp8moe_float_bits(b);
+  return fp8moe__float_bits(a) == fp8moe__float_bits(b);
 }
 
 } // namespace
@@ -119,21 +119,21 @@ Test(gpu_numeric, decoders_match_host) {
   for (unsigned c = 0; c < 256; c++) {
     float host = fp8moe_e4m3_to_float((uint8_t)c);
     cr_assert(same_value(e_dev[c], host), "e4m3 0x%02x: device %a (0x%08x), host %a (0x%08x)", c, (double)e_dev[c],
-              fp8moe_float_bits(e_dev[c]), (double)host, fp8moe_float_bits(host));
+              fp8moe__float_bits(e_dev[c]), (double)host, fp8moe__float_bits(host));
     cr_assert(same_value(e_hd[c], host), "e4m3 0x%02x: numeric.h on the device %a, on the host %a", c,
               (double)e_hd[c], (double)host);
     nan_codes += isnan(e_dev[c]) ? 1 : 0;
   }
   cr_assert_eq(nan_codes, 2, "e4m3 has exactly two NaN codes (0x7F, 0xFF); the device decoded %d", nan_codes);
   cr_assert_eq(e_dev[0x7e], 448.0f);
-  cr_assert_eq(fp8moe_float_bits(e_dev[0x80]), 0x80000000u);
+  cr_assert_eq(fp8moe__float_bits(e_dev[0x80]), 0x80000000u);
 
   for (unsigned b = 0; b < 65536; b++) {
     float host = fp8moe_bf16_to_float((uint16_t)b);
     /* widening is exact, NaN payloads included: compare bits */
-    cr_assert_eq(fp8moe_float_bits(b_dev[b]), fp8moe_float_bits(host), "bf16 0x%04x: device 0x%08x, host 0x%08x", b,
-                 fp8moe_float_bits(b_dev[b]), fp8moe_float_bits(host));
-    cr_assert_eq(fp8moe_float_bits(b_hd[b]), fp8moe_float_bits(host));
+    cr_assert_eq(fp8moe__float_bits(b_dev[b]), fp8moe__float_bits(host), "bf16 0x%04x: device 0x%08x, host 0x%08x", b,
+                 fp8moe__float_bits(b_dev[b]), fp8moe__float_bits(host));
+    cr_assert_eq(fp8moe__float_bits(b_hd[b]), fp8moe__float_bits(host));
   }
   free(h);
   CUDA_OK(cudaFree(d));
@@ -170,7 +170,7 @@ Test(gpu_numeric, every_fp32_pattern_matches_host) {
     ok = false;
     uint32_t u = (uint32_t)(c.first[k] >> 32);
     fprintf(stderr, "%s: %llu mismatches; first at fp32 0x%08x (%a): device 0x%llx, numeric.h 0x%llx\n",
-            kind_name[k], c.mismatches[k], u, (double)fp8moe_bits_float(u), (c.first[k] >> 16) & 0xffffull,
+            kind_name[k], c.mismatches[k], u, (double)fp8moe__bits_float(u), (c.first[k] >> 16) & 0xffffull,
             c.first[k] & 0xffffull);
   }
   cr_assert(ok, "device and host conversions differ (details above)");

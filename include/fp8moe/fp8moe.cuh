@@ -1,11 +1,12 @@
 /* fp8moe/fp8moe.cuh - everything, for the one .cu file that instantiates.
  *
  *     #include <fp8moe/fp8moe.cuh>
- *     FP8MOE_DEFINE(dsv3, 256, 8, 7168, 2048)    // name, E, K, H, I
+ *     FP8MOE_DEFINE(dsv3, 256, 8, 7168, 2048);   // name, E, K, H, I
  *
  * generates, with C linkage (prototypes: FP8MOE_DECLARE(dsv3); in fp8moe.h):
  *
  *     size_t        dsv3_workspace_size(int max_tokens);
+ *     size_t        dsv3_workspace_size_shared(int max_tokens, int num_shared_experts);
  *     fp8moe_status dsv3_run(const fp8moe_args *, void *workspace, size_t bytes, cudaStream_t);        // router logits
  *     fp8moe_status dsv3_run_routed(const fp8moe_args *, void *workspace, size_t bytes, cudaStream_t); // top-k given
  *     fp8moe_status dsv3_quantize_activations(const void *x_bf16, int num_tokens, void *x_fp8,
@@ -19,26 +20,33 @@
  *   memset(counts) -> [route] -> decode_topk -> scan -> permute_rows
  *     -> GEMM1 (+SwiGLU +fp8 requant) -> GEMM2 -> combine
  *
+ * Shared experts (fp8moe_args.num_shared_experts) ride along as extra
+ * groups of both GEMMs (T rows each, after the routed rows; their weights
+ * are read where the caller keeps them) and are added by the combine, so
+ * they cost no launch of their own. The SwiGLU variant is applied in GEMM1's
+ * epilogue; the replay outputs are written by the routing kernel.
+ *
  * Build the .cu for each GPU you target, e.g.
  *   nvcc -std=c++17 -O3 -gencode arch=compute_89,code=sm_89 \
  *        -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_100a,code=sm_100a ...
  * The Hopper path (wgmma + TMA) is chosen at run time on compute capability
- * 9.0 when the binary holds sm_90a code and the experts average at least 16
- * rows (gemm_dispatch.cuh: below that, decode-sized groups stream faster
- * through the portable path); every other GPU from sm_89 on runs the
- * portable mma.sync path.
+ * 9.0 when the binary holds sm_90a code and the experts average at least
+ * FP8MOE_SM90_MIN_ROWS_PER_GROUP rows (detail/gemm/dispatch.cuh: below that,
+ * decode-sized groups stream faster through the portable path), or always
+ * with batch_invariant set; every other GPU from sm_89 on runs the portable
+ * mma.sync path, which is batch invariant by construction.
  */
 #ifndef FP8MOE_FP8MOE_CUH
 #define FP8MOE_FP8MOE_CUH
 
 #include "fp8moe.h"
-#include "common.cuh"
-#include "gemm_params.cuh"
-#include "gemm_dispatch.cuh"
-#include "routing.cuh"
-#include "quantize.cuh"
-#include "permute.cuh"
-#include "combine.cuh"
+#include "detail/common.cuh"
+#include "detail/gemm/params.cuh"
+#include "detail/gemm/dispatch.cuh"
+#include "detail/routing.cuh"
+#include "detail/quantize.cuh"
+#include "detail/permute.cuh"
+#include "detail/combine.cuh"
 
 namespace fp8moe {
 namespace detail {
@@ -46,13 +54,14 @@ namespace detail {
 /* The front half of a run: the counts zeroed, routing (non-routed), decode,
  * scan and permutation. Afterwards the workspace (laid out as L) holds
  * expert_offset, slot_row, slot_weight, x_perm and x_perm_scale, what the
- * grouped GEMMs and the combine read. The arguments were validated by the
- * caller. The benchmark's cuBLASLt peer (bench/bench_layer.cuh) runs this
- * same front. */
+ * grouped GEMMs and the combine read; the rows of the shared experts
+ * (a->num_shared_experts, T rows each) follow the routed ones. The arguments
+ * were validated by the caller. The benchmark's cuBLASLt peer
+ * (bench/bench_layer.cuh) runs this same front. */
 template <int E, int K, int H>
 static fp8moe_status moe_front(const fp8moe_args *a, char *ws, const fp8moe_workspace_layout &L, cudaStream_t s,
                                int routed, bool pdl) {
-  const int T = a->num_tokens, E_loc = a->local_num_experts;
+  const int T = a->num_tokens, E_loc = a->local_num_experts, S = a->num_shared_experts;
   int *slot_expert = reinterpret_cast<int *>(ws + L.slot_expert);
   float *slot_weight = reinterpret_cast<float *>(ws + L.slot_weight);
   int *expert_count = reinterpret_cast<int *>(ws + L.expert_count);
@@ -75,7 +84,8 @@ static fp8moe_status moe_front(const fp8moe_args *a, char *ws, const fp8moe_work
     dp.weights = a->topk_weights;
     dp.weights_dtype = a->topk_weights_dtype;
   } else {
-    /* route into the slot buffers as global ids + fp32 weights, then decode them in place */
+    /* route into the slot buffers as global ids + fp32 weights (and the
+     * replay outputs, if asked), then decode them in place */
     routing_params rp;
     rp.logits = a->routing_logits;
     rp.logits_dtype = a->logits_dtype;
@@ -88,6 +98,8 @@ static fp8moe_status moe_front(const fp8moe_args *a, char *ws, const fp8moe_work
     rp.num_tokens = T;
     rp.ids_out = slot_expert;
     rp.weights_out = slot_weight;
+    rp.replay_ids = a->topk_ids_out;
+    rp.replay_weights = a->topk_weights_out;
     if ((st = routing_launch<E, K>(rp, s)) != FP8MOE_OK) return st;
     dp.packed = NULL;
     dp.ids = slot_expert;
@@ -97,10 +109,12 @@ static fp8moe_status moe_front(const fp8moe_args *a, char *ws, const fp8moe_work
   }
   /* the first kernel of a run (decode when routed) is never launched with PDL */
   if ((st = decode_topk_launch<E>(dp, s, pdl && !routed)) != FP8MOE_OK) return st;
-  if ((st = scan_expert_counts_launch(expert_count, expert_offset, E_loc, s, pdl)) != FP8MOE_OK) return st;
+  if ((st = scan_expert_counts_launch(expert_count, expert_offset, E_loc, s, pdl, S, T)) != FP8MOE_OK) return st;
 
   permute_params pp;
   pp.num_tokens = T;
+  pp.num_local_experts = E_loc;
+  pp.num_shared = S;
   pp.x = static_cast<const uint8_t *>(a->hidden_states);
   pp.x_scale = a->hidden_states_scale;
   pp.slot_expert = slot_expert;
@@ -125,38 +139,50 @@ static fp8moe_status moe_run(const fp8moe_args *a, void *workspace, size_t works
   if (st != FP8MOE_OK || a->num_tokens == 0) return st;
 
   device_info dev;
-  FP8MOE__CHECK_CUDA(current_device_info(&dev));
+  FP8MOE__GET_DEVICE_INFO(dev);
   if (dev.cc < 89) return FP8MOE_ERROR_UNSUPPORTED_DEVICE;
   /* PDL (common.cuh) between the run's kernels, where the device has it */
   const bool pdl = a->enable_pdl != 0 && dev.cc >= 90;
+  /* batch invariance: the same GEMM kernel whatever T (dispatch.cuh) */
+  const bool pin = a->batch_invariant != 0;
 
-  const int T = a->num_tokens;
-  const fp8moe_workspace_layout L = fp8moe_workspace_layout_for(T, E, K, H, I);
+  const int T = a->num_tokens, S = a->num_shared_experts;
+  const fp8moe_workspace_layout L = fp8moe_workspace_layout_shared(T, E, K, H, I, S);
   char *ws = static_cast<char *>(workspace);
   if ((st = moe_front<E, K, H>(a, ws, L, s, routed, pdl)) != FP8MOE_OK) return st;
 
+  /* the shared experts are extra groups of both GEMMs, after the local ones */
   grouped_gemm_params g1;
   g1.a = reinterpret_cast<const uint8_t *>(ws + L.x_perm);
   g1.a_scale = reinterpret_cast<const float *>(ws + L.x_perm_scale);
   g1.a_scale_ld = (long long)L.scale_ld;
   g1.b = static_cast<const uint8_t *>(a->w1);
   g1.b_scale = a->w1_scale;
+  g1.b_extra = static_cast<const uint8_t *>(a->shared_w1);
+  g1.b_extra_scale = a->shared_w1_scale;
+  g1.extra_groups = S;
   g1.group_offset = reinterpret_cast<const int *>(ws + L.expert_offset);
-  g1.num_groups = a->local_num_experts;
-  g1.m_total = T * K;
+  g1.num_groups = a->local_num_experts + S;
+  g1.m_total = (int)L.rows;
   g1.c = ws + L.act;
   g1.c_scale = reinterpret_cast<float *>(ws + L.act_scale);
   g1.c_scale_ld = (long long)L.scale_ld;
-  if ((st = grouped_gemm_launch<2 * I, H, epilogue::swiglu_quant>(g1, s, pdl)) != FP8MOE_OK) return st;
+  g1.swiglu_alpha = a->swiglu_alpha;
+  g1.swiglu_beta = a->swiglu_beta;
+  g1.swiglu_limit = a->swiglu_limit;
+  if ((st = grouped_gemm_launch<2 * I, H, epilogue::swiglu_quant>(g1, s, pdl, pin)) != FP8MOE_OK) return st;
 
   grouped_gemm_params g2 = g1;
   g2.a = reinterpret_cast<const uint8_t *>(ws + L.act);
   g2.a_scale = reinterpret_cast<const float *>(ws + L.act_scale);
   g2.b = static_cast<const uint8_t *>(a->w2);
   g2.b_scale = a->w2_scale;
+  g2.b_extra = static_cast<const uint8_t *>(a->shared_w2);
+  g2.b_extra_scale = a->shared_w2_scale;
   g2.c = ws + L.y; /* bf16 rows, over x_perm (dead after GEMM1) */
   g2.c_scale = NULL;
-  if ((st = grouped_gemm_launch<H, I, epilogue::store_bf16>(g2, s, pdl)) != FP8MOE_OK) return st;
+  g2.swiglu_alpha = g2.swiglu_beta = g2.swiglu_limit = NULL;
+  if ((st = grouped_gemm_launch<H, I, epilogue::store_bf16>(g2, s, pdl, pin)) != FP8MOE_OK) return st;
 
   combine_params cp;
   cp.num_tokens = T;
@@ -164,6 +190,8 @@ static fp8moe_status moe_run(const fp8moe_args *a, void *workspace, size_t works
   cp.slot_weight = reinterpret_cast<const float *>(ws + L.slot_weight);
   cp.y = reinterpret_cast<const uint16_t *>(ws + L.y);
   cp.out = static_cast<uint16_t *>(a->output);
+  cp.num_shared = S;
+  cp.shared_row0 = reinterpret_cast<const int *>(ws + L.expert_offset) + a->local_num_experts;
   return combine_launch<K, H>(cp, s, pdl);
 }
 
@@ -181,26 +209,31 @@ static fp8moe_status quantize_run(const void *x_bf16, int T, void *x_fp8, float 
 } // namespace fp8moe
 
 /* The instantiation macro: pastes the compile-time shape into the generic
- * pipeline above; every generated symbol is name_<verb> with C linkage. */
-#define FP8MOE_DEFINE(name, NUM_EXPERTS, TOP_K, HIDDEN, INTERMEDIATE)                                         \
-  FP8MOE_DECLARE(name);                                                                                      \
-  extern "C" size_t name##_workspace_size(int max_tokens) {                                                  \
-    return fp8moe_workspace_layout_for(max_tokens, NUM_EXPERTS, TOP_K, HIDDEN, INTERMEDIATE).total;           \
-  }                                                                                                          \
-  extern "C" fp8moe_status name##_run(const fp8moe_args *args, void *workspace, size_t workspace_bytes,      \
-                                      fp8moe_stream stream) {                                                \
-    return fp8moe::detail::moe_run<NUM_EXPERTS, TOP_K, HIDDEN, INTERMEDIATE>(args, workspace, workspace_bytes, \
-                                                                             stream, 0);                      \
-  }                                                                                                          \
-  extern "C" fp8moe_status name##_run_routed(const fp8moe_args *args, void *workspace, size_t workspace_bytes, \
-                                             fp8moe_stream stream) {                                         \
-    return fp8moe::detail::moe_run<NUM_EXPERTS, TOP_K, HIDDEN, INTERMEDIATE>(args, workspace, workspace_bytes, \
-                                                                             stream, 1);                      \
-  }                                                                                                          \
-  extern "C" fp8moe_status name##_quantize_activations(const void *x_bf16, int num_tokens, void *x_fp8,      \
-                                                       float *x_scale, fp8moe_stream stream) {              \
-    return fp8moe::detail::quantize_run<HIDDEN>(x_bf16, num_tokens, x_fp8, x_scale, stream);                 \
-  }                                                                                                          \
+ * pipeline above; every generated symbol is name_<verb> with C linkage
+ * (FP8MOE_EXTERN_C). Write it as a statement: `FP8MOE_DEFINE(...);`. */
+#define FP8MOE_DEFINE(name, NUM_EXPERTS, TOP_K, HIDDEN, INTERMEDIATE)                                      \
+  FP8MOE_DECLARE(name);                                                                                   \
+  FP8MOE_EXTERN_C size_t name##_workspace_size(int max_tokens) {                                          \
+    return fp8moe_workspace_layout_for(max_tokens, NUM_EXPERTS, TOP_K, HIDDEN, INTERMEDIATE).total;        \
+  }                                                                                                       \
+  FP8MOE_EXTERN_C size_t name##_workspace_size_shared(int max_tokens, int num_shared_experts) {           \
+    return fp8moe_workspace_layout_shared(max_tokens, NUM_EXPERTS, TOP_K, HIDDEN, INTERMEDIATE,            \
+                                          num_shared_experts).total;                                      \
+  }                                                                                                       \
+  FP8MOE_EXTERN_C fp8moe_status name##_run(const fp8moe_args *args, void *workspace, size_t workspace_bytes, \
+                                           fp8moe_stream stream) {                                        \
+    return fp8moe::detail::moe_run<NUM_EXPERTS, TOP_K, HIDDEN, INTERMEDIATE>(args, workspace,             \
+                                                                             workspace_bytes, stream, 0); \
+  }                                                                                                       \
+  FP8MOE_EXTERN_C fp8moe_status name##_run_routed(const fp8moe_args *args, void *workspace,               \
+                                                  size_t workspace_bytes, fp8moe_stream stream) {         \
+    return fp8moe::detail::moe_run<NUM_EXPERTS, TOP_K, HIDDEN, INTERMEDIATE>(args, workspace,             \
+                                                                             workspace_bytes, stream, 1); \
+  }                                                                                                       \
+  FP8MOE_EXTERN_C fp8moe_status name##_quantize_activations(const void *x_bf16, int num_tokens, void *x_fp8, \
+                                                            float *x_scale, fp8moe_stream stream) {       \
+    return fp8moe::detail::quantize_run<HIDDEN>(x_bf16, num_tokens, x_fp8, x_scale, stream);              \
+  }                                                                                                       \
   static_assert(true, "FP8MOE_DEFINE(name, ...) takes a trailing semicolon")
 
 #endif /* FP8MOE_FP8MOE_CUH */

@@ -10,7 +10,7 @@
  *
  *     // moe_dsv3.cu   (nvcc -std=c++17 -gencode arch=compute_90a,code=sm_90a ...)
  *     #include <fp8moe/fp8moe.cuh>
- *     FP8MOE_DEFINE(dsv3, 256, 8, 7168, 2048)   // name, E, K, H, I
+ *     FP8MOE_DEFINE(dsv3, 256, 8, 7168, 2048);   // name, E, K, H, I
  *
  * and called from anywhere, C included:
  *
@@ -32,9 +32,9 @@
 #include <stdint.h>
 
 #define FP8MOE_VERSION_MAJOR 0
-#define FP8MOE_VERSION_MINOR 2
+#define FP8MOE_VERSION_MINOR 3
 #define FP8MOE_VERSION_PATCH 0
-#define FP8MOE_VERSION_STRING "0.2.0"
+#define FP8MOE_VERSION_STRING "0.3.0"
 /* One integer that grows with every release: MAJOR*10000 + MINOR*100 + PATCH. */
 #define FP8MOE_VERSION (FP8MOE_VERSION_MAJOR * 10000 + FP8MOE_VERSION_MINOR * 100 + FP8MOE_VERSION_PATCH)
 
@@ -57,6 +57,9 @@ typedef struct CUstream_st *fp8moe_stream;
  * scheduling kernels (one block of shared memory per CTA). */
 #define FP8MOE_MAX_TOP_K 16
 #define FP8MOE_MAX_EXPERTS 512
+/* Largest fp8moe_args.num_shared_experts: the grouped GEMMs take them as
+ * extra groups beside the local experts. */
+#define FP8MOE_MAX_SHARED_EXPERTS 8
 /* H and I are multiples of the 128-wide quantization block. */
 #define FP8MOE_BLOCK 128
 
@@ -78,9 +81,13 @@ typedef enum fp8moe_status {
   FP8MOE_ERROR_WORKSPACE_TOO_SMALL = 12, /* workspace_bytes < name_workspace_size(num_tokens) */
   FP8MOE_ERROR_UNSUPPORTED_DEVICE = 13, /* the current device is older than sm_89 (no FP8 tensor cores) */
   FP8MOE_ERROR_CUDA = 14,               /* a CUDA call or kernel launch failed; cudaGetLastError() has been cleared */
-  FP8MOE_STATUS_COUNT_ = 15
+  FP8MOE_ERROR_NO_DEVICE = 15,          /* no usable CUDA device: none present, or no driver that can run this build */
+  FP8MOE__STATUS_COUNT = 16             /* one past the last status (not a status) */
 } fp8moe_status;
 
+/* A static string naming the status and saying what it means, e.g.
+ * "FP8MOE_ERROR_NULL_ARGUMENT: a required pointer is NULL"; an unknown value
+ * gives "FP8MOE: unknown status". Never NULL, never to be freed. */
 static inline const char *fp8moe_status_string(fp8moe_status s) {
   switch (s) {
   case FP8MOE_OK: return "FP8MOE_OK: success";
@@ -98,12 +105,15 @@ static inline const char *fp8moe_status_string(fp8moe_status s) {
   case FP8MOE_ERROR_WORKSPACE_TOO_SMALL: return "FP8MOE_ERROR_WORKSPACE_TOO_SMALL: workspace_bytes < workspace_size(num_tokens)";
   case FP8MOE_ERROR_UNSUPPORTED_DEVICE: return "FP8MOE_ERROR_UNSUPPORTED_DEVICE: needs compute capability 8.9 or newer";
   case FP8MOE_ERROR_CUDA: return "FP8MOE_ERROR_CUDA: a CUDA call or launch failed";
+  case FP8MOE_ERROR_NO_DEVICE: return "FP8MOE_ERROR_NO_DEVICE: no usable CUDA device (none present, or the driver is too old)";
   default: return "FP8MOE: unknown status";
   }
 }
 
 /* ---- enums ----------------------------------------------------------- */
 
+/* The element type of the fields that take either (logits, bias, routed
+ * weights). */
 typedef enum fp8moe_dtype {
   FP8MOE_DTYPE_FP32 = 0,
   FP8MOE_DTYPE_BF16 = 1
@@ -117,7 +127,7 @@ typedef enum fp8moe_routing_method {
   FP8MOE_ROUTING_LLAMA4 = 3,            /* K = 1: argmax; weight = sigmoid(logit) */
   FP8MOE_ROUTING_RENORMALIZE_NAIVE = 4, /* top-K of softmax; renormalized to sum 1 */
   FP8MOE_ROUTING_TOPK = 5,              /* top-K of logits; weight = raw logit */
-  FP8MOE_ROUTING_COUNT_ = 6
+  FP8MOE__ROUTING_COUNT = 6             /* one past the last method (not a method) */
 } fp8moe_routing_method;
 
 /* ---- arguments (SPEC section 5; more fields may be added at the end) -- */
@@ -144,6 +154,16 @@ typedef struct fp8moe_args {
   void *output;                       /* bf16 [T, H] */
   int  *invalid_id_count;             /* optional device counter, or NULL; incremented per invalid routed id */
   int   enable_pdl;                   /* nonzero: programmatic dependent launch between the run's kernels (cc >= 9.0; see docs/api.md) */
+  /* added in 0.3 (SPEC section 5.1); zero / NULL keeps the behaviour above */
+  const float *swiglu_alpha;          /* device [E_loc] or NULL (1): a = g * sigmoid(alpha * g) * (u + beta) */
+  const float *swiglu_beta;           /* device [E_loc] or NULL (0) */
+  const float *swiglu_limit;          /* device [E_loc] or NULL (no clamp): g = min(gate, limit), u = clamp(up, -limit, limit) */
+  int32_t *topk_ids_out;              /* device [T, K] or NULL; name_run only: the chosen global expert ids, slot order */
+  float   *topk_weights_out;          /* device [T, K] or NULL; name_run only: their fp32 weights, routed scaling applied */
+  int num_shared_experts;             /* S >= 0 experts every token takes with weight 1 (0 = none) */
+  const void *shared_w1;  const float *shared_w1_scale;  /* [S, 2I, H], [S, 2I/128, H/128] */
+  const void *shared_w2;  const float *shared_w2_scale;  /* [S, H, I],  [S, H/128, I/128] */
+  int batch_invariant;                /* nonzero: a token's output row does not depend on the rest of the batch */
 } fp8moe_args;
 
 /* ---- instantiation prototypes --------------------------------------- */
@@ -151,6 +171,8 @@ typedef struct fp8moe_args {
 /* FP8MOE_DECLARE(name): the prototypes of what FP8MOE_DEFINE(name, ...) in
  * some .cu file generates; write it as a declaration, `FP8MOE_DECLARE(name);`.
  *   name_workspace_size(max_tokens)   bytes of scratch for up to max_tokens tokens
+ *   name_workspace_size_shared(max_tokens, num_shared_experts)
+ *                                     the same, for runs with shared experts
  *   name_run(args, ws, bytes, stream)          non-routed: router logits + method
  *   name_run_routed(args, ws, bytes, stream)   routed: topk_packed or topk_ids + topk_weights
  *   name_quantize_activations(x_bf16, T, x_fp8, x_scale, stream)
@@ -158,6 +180,7 @@ typedef struct fp8moe_args {
  * Safe in C and C++ headers. */
 #define FP8MOE_DECLARE(name)                                                              \
   FP8MOE_EXTERN_C size_t name##_workspace_size(int max_tokens);                           \
+  FP8MOE_EXTERN_C size_t name##_workspace_size_shared(int max_tokens, int num_shared_experts); \
   FP8MOE_EXTERN_C fp8moe_status name##_run(const fp8moe_args *args, void *workspace,      \
                                            size_t workspace_bytes, fp8moe_stream stream); \
   FP8MOE_EXTERN_C fp8moe_status name##_run_routed(const fp8moe_args *args, void *workspace, \
@@ -166,6 +189,7 @@ typedef struct fp8moe_args {
                                                            void *x_fp8, float *x_scale,            \
                                                            fp8moe_stream stream)
 
+#include "tunables.h"
 #include "topk_pack.h"
 #include "numeric.h"
 #include "workspace.h"

@@ -1,6 +1,6 @@
 /* fp8moe/grouped_gemm.cuh - instantiate the standalone grouped FP8 GEMM.
  *
- * FP8MOE_DEFINE_GROUPED_GEMM(name, N, K) in one .cu file generates
+ * FP8MOE_DEFINE_GROUPED_GEMM(name, N, K); in one .cu file generates
  *
  *   extern "C" fp8moe_status name_run(const fp8moe_grouped_gemm_args *args,
  *                                     fp8moe_stream stream);
@@ -18,7 +18,7 @@
  *     #include <fp8moe/grouped_gemm.cuh>
  *     #include <stdio.h>
  *
- *     FP8MOE_DEFINE_GROUPED_GEMM(down, 7168, 2048)   // name, N, K
+ *     FP8MOE_DEFINE_GROUPED_GEMM(down, 7168, 2048);  // name, N, K
  *
  *     int main(void) {
  *       enum { G = 2, M = 3, N = 7168, K = 2048 };
@@ -46,7 +46,7 @@
 #define FP8MOE_GROUPED_GEMM_CUH
 
 #include "grouped_gemm.h"
-#include "gemm_dispatch.cuh"
+#include "detail/gemm/dispatch.cuh"
 
 namespace fp8moe {
 namespace detail {
@@ -68,8 +68,12 @@ static fp8moe_status grouped_gemm_run(const fp8moe_grouped_gemm_args *args, cuda
   p.num_groups = args->num_groups;
   p.m_total = args->num_rows;
   p.c = args->c;
+  p.b_extra = NULL;
+  p.b_extra_scale = NULL;
+  p.extra_groups = 0;
   p.c_scale = NULL;
   p.c_scale_ld = 0;
+  p.swiglu_alpha = p.swiglu_beta = p.swiglu_limit = NULL;
   if (args->c_dtype == FP8MOE_DTYPE_BF16) return grouped_gemm_launch<N, K, epilogue::store_bf16>(p, stream);
   return grouped_gemm_launch<N, K, epilogue::store_fp32>(p, stream);
 }
@@ -81,6 +85,7 @@ static fp8moe_status grouped_gemm_run(const fp8moe_grouped_gemm_args *args, cuda
   FP8MOE_DECLARE_GROUPED_GEMM(name);                                                                  \
   FP8MOE_EXTERN_C fp8moe_status name##_run(const fp8moe_grouped_gemm_args *args, fp8moe_stream stream) { \
     return fp8moe::detail::grouped_gemm_run<(N), (K)>(args, stream);                                  \
-  }
+  }                                                                                                   \
+  static_assert(true, "FP8MOE_DEFINE_GROUPED_GEMM(name, N, K) takes a trailing semicolon")
 
 #endif /* FP8MOE_GROUPED_GEMM_CUH */

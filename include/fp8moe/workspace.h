@@ -1,30 +1,34 @@
 /* fp8moe/workspace.h - where every scratch buffer of a run lives.
  *
- * One function, fp8moe_workspace_layout(), computes every offset from
- * (T, E, K, H, I); name_workspace_size() and name_run*() both call it, so the
- * size a caller allocates and the offsets a run uses cannot disagree. A run
- * lays the buffers out for its own num_tokens, which needs no more bytes than
- * the max_tokens the workspace was sized for (the size grows with T).
+ * One function, fp8moe_workspace_layout_shared(), computes every offset from
+ * (T, E, K, H, I, S); name_workspace_size*() and name_run*() all call it, so
+ * the size a caller allocates and the offsets a run uses cannot disagree. A
+ * run lays the buffers out for its own num_tokens, which needs no more bytes
+ * than the max_tokens the workspace was sized for (the size grows with T).
+ * At T = 0 the layout still holds the per-expert counters (a few hundred
+ * bytes), though a run of zero tokens touches no workspace at all.
  *
  * Rows of the grouped GEMMs are (token, slot) pairs sorted by local expert,
- * unpadded: row r of expert e is expert_offset[e] + i. The GEMMs mask the
- * last partial tile of each expert instead of padding it, so the workspace is
- * proportional to T*K, not to T*K + E*tile.
+ * unpadded: row r of expert e is expert_offset[e] + i; then, with S shared
+ * experts, T rows per shared expert s, token order: row expert_offset[E_loc]
+ * + s*T + t. The GEMMs mask the last partial tile of each group instead of
+ * padding it, so the workspace is proportional to T*(K + S), not to
+ * T*K + E*tile.
  *
  *   buffer          type   shape                 written by
  *   slot_expert     int32  [T*K]   local expert of (t,k), or -1   decode/route
  *   slot_weight     fp32   [T*K]   routing weight of (t,k)        decode/route
  *   slot_row        int32  [T*K]   GEMM row of (t,k), or -1       permute
  *   expert_count    int32  [E]     rows per local expert          decode/route (atomics)
- *   expert_offset   int32  [E+1]   exclusive scan of the counts   scan
- *   x_perm          fp8    [T*K, H]      gathered activations     permute
+ *   expert_offset   int32  [E+1+S] exclusive scan of the counts, then the shared groups   scan
+ *   x_perm          fp8    [R, H]        gathered activations     permute
  *   x_perm_scale    fp32   [H/128, ld]   their scales, transposed permute
- *   act             fp8    [T*K, I]      SwiGLU output, requantized  GEMM1
+ *   act             fp8    [R, I]        SwiGLU output, requantized  GEMM1
  *   act_scale       fp32   [I/128, ld]   its scales, transposed      GEMM1
- *   y               bf16   [T*K, H]      GEMM2 output per row        GEMM2
+ *   y               bf16   [R, H]        GEMM2 output per row        GEMM2
  *
- * ld = T*K rounded up to 4 (16-byte strides for TMA). y reuses the bytes of
- * x_perm (dead once GEMM1 has run).
+ * R = T*(K + S) rows at most; ld = R rounded up to 4 (16-byte strides for
+ * TMA). y reuses the bytes of x_perm (dead once GEMM1 has run).
  */
 #ifndef FP8MOE_WORKSPACE_H
 #define FP8MOE_WORKSPACE_H
@@ -36,8 +40,9 @@
  * cudaMalloc). The workspace pointer itself must be aligned to it. */
 #define FP8MOE_WORKSPACE_ALIGN 256
 
+/* Byte offsets of every buffer from the workspace start, and the total. */
 typedef struct fp8moe_workspace_layout {
-  size_t rows;          /* T*K: GEMM rows at most */
+  size_t rows;          /* T*(K + S): GEMM rows at most */
   size_t scale_ld;      /* leading dimension of the transposed scale buffers */
   size_t slot_expert, slot_weight, slot_row;
   size_t expert_count, expert_offset;
@@ -47,23 +52,23 @@ typedef struct fp8moe_workspace_layout {
 
 static inline size_t fp8moe__align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
-/* Layout for T tokens of a problem (E experts, K slots, hidden H, inter I).
- * T < 0 is treated as 0. All arithmetic is in size_t: no int overflow for any
- * int T on a 64-bit host. */
-static inline fp8moe_workspace_layout fp8moe_workspace_layout_for(int T, int E, int K, int H, int I) {
+/* Layout for T tokens of a problem (E experts, K slots, hidden H, inter I)
+ * with S shared experts. T < 0 and S < 0 are treated as 0. All arithmetic is
+ * in size_t: no int overflow for any int T on a 64-bit host. */
+static inline fp8moe_workspace_layout fp8moe_workspace_layout_shared(int T, int E, int K, int H, int I, int S) {
   fp8moe_workspace_layout L;
   size_t t = T > 0 ? (size_t)T : 0, e = (size_t)(E > 0 ? E : 0), k = (size_t)(K > 0 ? K : 0);
-  size_t h = (size_t)(H > 0 ? H : 0), in = (size_t)(I > 0 ? I : 0);
-  size_t rows = t * k, off = 0;
+  size_t h = (size_t)(H > 0 ? H : 0), in = (size_t)(I > 0 ? I : 0), sh = (size_t)(S > 0 ? S : 0);
+  size_t rows = t * (k + sh), off = 0;
   const size_t A = FP8MOE_WORKSPACE_ALIGN;
   L.rows = rows;
   L.scale_ld = fp8moe__align_up(rows, 4);
 #define FP8MOE__WS_TAKE(field, bytes) do { L.field = off; off = fp8moe__align_up(off + (bytes), A); } while (0)
-  FP8MOE__WS_TAKE(slot_expert, rows * 4);
-  FP8MOE__WS_TAKE(slot_weight, rows * 4);
-  FP8MOE__WS_TAKE(slot_row, rows * 4);
+  FP8MOE__WS_TAKE(slot_expert, t * k * 4);
+  FP8MOE__WS_TAKE(slot_weight, t * k * 4);
+  FP8MOE__WS_TAKE(slot_row, t * k * 4);
   FP8MOE__WS_TAKE(expert_count, e * 4);
-  FP8MOE__WS_TAKE(expert_offset, (e + 1) * 4);
+  FP8MOE__WS_TAKE(expert_offset, (e + 1 + sh) * 4);
   {
     /* x_perm + x_perm_scale, later y: one region of the larger size */
     size_t xbytes = fp8moe__align_up(rows * h, A) + (h / 128) * L.scale_ld * 4;
@@ -78,6 +83,11 @@ static inline fp8moe_workspace_layout fp8moe_workspace_layout_for(int T, int E, 
 #undef FP8MOE__WS_TAKE
   L.total = off;
   return L;
+}
+
+/* The layout without shared experts. */
+static inline fp8moe_workspace_layout fp8moe_workspace_layout_for(int T, int E, int K, int H, int I) {
+  return fp8moe_workspace_layout_shared(T, E, K, H, I, 0);
 }
 
 #endif /* FP8MOE_WORKSPACE_H */

@@ -1,0 +1,89 @@
+/* fp8moe/detail/gemm/schedule.cuh - the work list of a grouped GEMM, shared
+ * by both paths' persistent kernels.
+ *
+ * The host does not know the group sizes (they live on the device, written
+ * by the pipeline's scan), so every CTA builds the list itself at kernel
+ * start, from group_offset, in shared memory:
+ *   1. the offsets, clamped into [0, m_total] (a decreasing pair is an empty
+ *      group, so bad offsets never address outside A or C);
+ *   2. the exclusive prefix of m-tiles (bm rows each) per group, by one warp;
+ *   3. items w = 0 .. total-1, ordered group-major, then column tile, then
+ *      m-tile, so consecutive items (and the CTAs that run them together)
+ *      share one tile of the group's weights, which is streamed from HBM once
+ *      and re-read from L2. A CTA takes items blockIdx.x, +gridDim.x, ...;
+ *      an item is decoded by a binary search over the prefix. Empty groups
+ *      own no item.
+ */
+#ifndef FP8MOE_DETAIL_GEMM_SCHEDULE_CUH
+#define FP8MOE_DETAIL_GEMM_SCHEDULE_CUH
+
+#include "params.cuh"
+
+namespace fp8moe {
+namespace detail {
+
+/* Step 1, by all THREADS threads of the CTA: s_off[0..G] = clamped offsets.
+ * The caller synchronizes before reading them. */
+template <int THREADS>
+static __device__ __forceinline__ void load_group_offsets(const grouped_gemm_params &p, int *s_off) {
+  for (int g = threadIdx.x; g <= p.num_groups; g += THREADS) {
+    const int o = p.group_offset[g];
+    s_off[g] = o < 0 ? 0 : (o > p.m_total ? p.m_total : o);
+  }
+}
+
+/* Step 2, by one whole warp: s_pre[g] = m-tiles of the groups before g,
+ * s_pre[G] = all of them. Each lane sums a run of ceil(G/32) groups, then one
+ * warp scan. The caller synchronizes before reading them. */
+static __device__ __forceinline__ void build_tile_prefix(const int *s_off, int G, int bm, int *s_pre, int lane) {
+  const int per = (G + 31) / 32, begin = min(lane * per, G), end = min(begin + per, G);
+  int sum = 0;
+  for (int g = begin; g < end; g++) sum += (max(s_off[g + 1] - s_off[g], 0) + bm - 1) / bm;
+  int incl = sum;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int v = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += v;
+  }
+  int run = incl - sum;
+  for (int g = begin; g < end; g++) {
+    s_pre[g] = run;
+    run += (max(s_off[g + 1] - s_off[g], 0) + bm - 1) / bm;
+  }
+  if (lane == 31) s_pre[G] = incl;
+}
+
+/* One work item: rows [row0, min(row0 + bm, row_end)) of group g, column
+ * tile n_tile. */
+struct work_item {
+  int g;        /* group */
+  int row0;     /* first row of the tile */
+  int row_end;  /* one past the group's last row: the row mask */
+  int n_tile;   /* column tile (swiglu_quant: activation column tile) */
+};
+
+/* Step 3: item w of the list with n_tiles column tiles per m-tile. The
+ * group is the largest g with s_pre[g] * n_tiles <= w, which always has
+ * rows. */
+static __device__ __forceinline__ work_item decode_item(int w, const int *s_pre, const int *s_off, int G,
+                                                        int n_tiles, int bm) {
+  int lo = 0, hi = G - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (s_pre[mid] * n_tiles <= w) lo = mid;
+    else hi = mid - 1;
+  }
+  work_item it;
+  it.g = lo;
+  const int local = w - s_pre[lo] * n_tiles;
+  const int mtiles = s_pre[lo + 1] - s_pre[lo];
+  it.n_tile = local / mtiles;
+  it.row0 = s_off[lo] + (local - it.n_tile * mtiles) * bm;
+  it.row_end = s_off[lo + 1];
+  return it;
+}
+
+} // namespace detail
+} // namespace fp8moe
+
+#endif /* FP8MOE_DETAIL_GEMM_SCHEDULE_CUH */

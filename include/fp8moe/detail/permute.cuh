@@ -1,0 +1,189 @@
+/* fp8moe/detail/permute.cuh - from (token, slot) routing to rows grouped by local expert.
+ *
+ * Three short kernels, each one pass:
+ *   1. decode_topk: the routed input (packed, or ids + fp32/bf16 weights) ->
+ *      slot_expert (local expert or -1) and slot_weight per (t, k); counts
+ *      rows per local expert (atomics) and invalid global ids (the optional
+ *      device counter). The non-routed path runs it in place over the
+ *      routing kernel's output. Ids outside [0, E) are never used as an
+ *      index: they become -1 before anything is read through them.
+ *   2. scan_expert_counts: one block, cub::BlockScan over the E_loc counts ->
+ *      expert_offset[0..E_loc]; it zeroes the counts again, which then serve
+ *      as per-expert cursors. With S shared experts it appends their groups,
+ *      T rows each after the routed rows: expert_offset[E_loc + s] =
+ *      routed rows + s*T, s = 1..S.
+ *   3. permute_rows: each local slot takes a row (offset + cursor), records
+ *      it in slot_row, and copies its token's fp8 row (16-byte vectors)
+ *      and 1x128 scales into x_perm / x_perm_scale; each (shared expert s,
+ *      token t) copies token t into row expert_offset[E_loc] + s*T + t.
+ * The order of rows inside an expert depends on atomic ordering; the output
+ * does not, because every row's GEMM result is independent of where the row
+ * sits and the combine sums each token's slots in slot order.
+ */
+#ifndef FP8MOE_DETAIL_PERMUTE_CUH
+#define FP8MOE_DETAIL_PERMUTE_CUH
+
+#include <cub/block/block_scan.cuh>
+
+#include "common.cuh"
+
+namespace fp8moe {
+namespace detail {
+
+struct decode_params {
+  int num_slots = 0;                       /* T*K */
+  int local_expert_offset = 0, local_num_experts = 0;
+  const int32_t *packed = nullptr;         /* [T*K] or NULL */
+  const int32_t *ids = nullptr;            /* [T*K] (unpacked) */
+  const void *weights = nullptr;           /* [T*K] (unpacked) */
+  fp8moe_dtype weights_dtype = FP8MOE_DTYPE_FP32;
+  int *slot_expert = nullptr;              /* out: local expert or -1 (may alias ids) */
+  float *slot_weight = nullptr;            /* out (may alias weights when fp32) */
+  int *expert_count = nullptr;             /* [E_loc], zeroed before */
+  int *invalid_id_count = nullptr;         /* optional */
+};
+
+template <int E>
+__global__ void decode_topk_kernel(decode_params p) {
+  griddep_wait(); /* non-routed: the routing kernel's slots; always: the zeroed counts */
+  griddep_launch_dependents();
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= p.num_slots) return;
+  int id;
+  float w;
+  if (p.packed) {
+    int32_t v = p.packed[i];
+    id = fp8moe_topk_id(v);
+    w = fp8moe_topk_weight(v);
+  } else {
+    id = p.ids[i];
+    w = p.weights_dtype == FP8MOE_DTYPE_BF16 ? bf16_bits_to_float(((const uint16_t *)p.weights)[i])
+                                             : ((const float *)p.weights)[i];
+  }
+  int local = -1;
+  if (id < 0 || id >= E) {
+    if (p.invalid_id_count) atomicAdd(p.invalid_id_count, 1);
+  } else {
+    int l = id - p.local_expert_offset;
+    if (l >= 0 && l < p.local_num_experts) {
+      local = l;
+      atomicAdd(&p.expert_count[l], 1);
+    }
+  }
+  p.slot_expert[i] = local;
+  p.slot_weight[i] = w;
+}
+
+/* One block; E_loc <= FP8MOE_MAX_EXPERTS = 512 = 256 threads x 2 items. */
+enum { scan_threads = 256, scan_items = 2 };
+static_assert(scan_threads * scan_items >= FP8MOE_MAX_EXPERTS, "scan covers every expert");
+
+static __global__ void __launch_bounds__(scan_threads)
+    scan_expert_counts_kernel(int *expert_count, int *expert_offset, int num_experts, int num_shared, int num_tokens) {
+  typedef cub::BlockScan<int, scan_threads> scan_t;
+  __shared__ typename scan_t::TempStorage tmp;
+  griddep_wait();
+  griddep_launch_dependents();
+  int v[scan_items];
+#pragma unroll
+  for (int j = 0; j < scan_items; j++) {
+    int e = threadIdx.x * scan_items + j;
+    v[j] = e < num_experts ? expert_count[e] : 0;
+  }
+  int total;
+  scan_t(tmp).ExclusiveSum(v, v, total);
+#pragma unroll
+  for (int j = 0; j < scan_items; j++) {
+    int e = threadIdx.x * scan_items + j;
+    if (e < num_experts) {
+      expert_offset[e] = v[j];
+      expert_count[e] = 0; /* becomes the cursor of permute_rows */
+    }
+  }
+  if (threadIdx.x == 0)
+    for (int g = 0; g <= num_shared; g++) expert_offset[num_experts + g] = total + g * num_tokens;
+}
+
+struct permute_params {
+  int num_tokens;
+  int num_local_experts = 0;     /* E_loc: expert_offset[E_loc] is the first shared row */
+  int num_shared = 0;            /* S: shared experts, T rows each */
+  const uint8_t *x;              /* [T, H] */
+  const float *x_scale;          /* [H/128, T] */
+  const int *slot_expert;        /* [T*K] */
+  const int *expert_offset;      /* [E_loc + 1 + S] */
+  int *cursor;                   /* [E_loc], zero */
+  int *slot_row;                 /* [T*K] out */
+  uint8_t *x_perm;               /* [T*(K+S), H] out */
+  float *x_perm_scale;           /* [H/128, scale_ld] out */
+  long long scale_ld;
+};
+
+enum { permute_threads = 128 };
+
+/* One block per (token, slot), then one per (shared expert, token). */
+template <int K, int H>
+__global__ void __launch_bounds__(permute_threads) permute_rows_kernel(permute_params p) {
+  __shared__ int row_s;
+  griddep_wait();
+  griddep_launch_dependents();
+  const long long routed_slots = (long long)p.num_tokens * K;
+  long long t;
+  int r;
+  if (blockIdx.x < routed_slots) {
+    const int slot = blockIdx.x;
+    const int e = p.slot_expert[slot];
+    if (threadIdx.x == 0) {
+      int row = -1;
+      if (e >= 0) {
+        row = p.expert_offset[e] + atomicAdd(&p.cursor[e], 1);
+      }
+      p.slot_row[slot] = row;
+      row_s = row;
+    }
+    __syncthreads();
+    r = row_s;
+    t = slot / K;
+  } else {
+    const long long i = blockIdx.x - routed_slots; /* s * T + t */
+    t = i % p.num_tokens;
+    r = p.expert_offset[p.num_local_experts] + (int)i;
+  }
+  if (r < 0) return;
+  const uint4 *src = reinterpret_cast<const uint4 *>(p.x + t * H);
+  uint4 *dst = reinterpret_cast<uint4 *>(p.x_perm + (long long)r * H);
+#pragma unroll 4
+  for (int v = threadIdx.x; v < H / 16; v += permute_threads) dst[v] = __ldg(src + v);
+  for (int b = threadIdx.x; b < H / FP8MOE_BLOCK; b += permute_threads)
+    p.x_perm_scale[b * p.scale_ld + r] = __ldg(p.x_scale + (long long)b * p.num_tokens + t);
+}
+
+template <int E>
+static inline fp8moe_status decode_topk_launch(const decode_params &p, cudaStream_t s, bool pdl = false) {
+  if (p.num_slots == 0) return FP8MOE_OK;
+  FP8MOE__CHECK_CUDA(launch_kernel(decode_topk_kernel<E>, dim3(ceil_div(p.num_slots, 256)), dim3(256), 0, s, pdl, p));
+  return FP8MOE_OK;
+}
+
+/* num_shared groups of num_tokens rows each follow the routed ones. */
+static inline fp8moe_status scan_expert_counts_launch(int *expert_count, int *expert_offset, int num_experts,
+                                                      cudaStream_t s, bool pdl = false, int num_shared = 0,
+                                                      int num_tokens = 0) {
+  FP8MOE__CHECK_CUDA(launch_kernel(scan_expert_counts_kernel, dim3(1), dim3(scan_threads), 0, s, pdl, expert_count,
+                                   expert_offset, num_experts, num_shared, num_tokens));
+  return FP8MOE_OK;
+}
+
+template <int K, int H>
+static inline fp8moe_status permute_rows_launch(const permute_params &p, cudaStream_t s, bool pdl = false) {
+  static_assert(H % 16 == 0, "rows are copied 16 bytes at a time");
+  long long slots = (long long)p.num_tokens * (K + p.num_shared);
+  if (slots == 0) return FP8MOE_OK;
+  FP8MOE__CHECK_CUDA(launch_kernel(permute_rows_kernel<K, H>, dim3((unsigned)slots), dim3(permute_threads), 0, s, pdl, p));
+  return FP8MOE_OK;
+}
+
+} // namespace detail
+} // namespace fp8moe
+
+#endif /* FP8MOE_DETAIL_PERMUTE_CUH */

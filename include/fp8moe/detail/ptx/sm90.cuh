@@ -1,0 +1,249 @@
+/* fp8moe/detail/ptx/sm90.cuh - one small named wrapper per Hopper PTX
+ * instruction the sm_90a GEMM uses: mbarriers (and the cp.async arrival on
+ * one), TMA bulk tensor loads, async-proxy fences, wgmma (fences,
+ * commit/wait, the e4m3 MMA itself, shared-memory matrix descriptors),
+ * setmaxnreg and elect.sync. The 4-byte cp.async it shares with the
+ * portable path is in mma.cuh.
+ *
+ * Kernel bodies never contain raw asm: they call these, so each instruction's
+ * operands and semantics are stated once, next to the PTX ISA section they
+ * come from. Every wrapper body is guarded by __CUDA_ARCH_FEAT_SM90_ALL (the
+ * macro nvcc defines for compute_90a only): wgmma and setmaxnreg exist on
+ * sm_90a alone, not on sm_90, sm_89 or sm_100a. On any other target the
+ * wrappers compile to nothing, so a translation unit built for several
+ * -gencode targets at once still compiles; the kernels that call them are
+ * themselves guarded and never run there.
+ */
+#ifndef FP8MOE_DETAIL_PTX_SM90_CUH
+#define FP8MOE_DETAIL_PTX_SM90_CUH
+
+#include <cuda.h> /* CUtensorMap (the type only; nothing links libcuda) */
+#include <stdint.h>
+
+#include "../common.cuh" /* smem_addr */
+
+namespace fp8moe {
+namespace detail {
+namespace sm90 {
+
+/* ---- mbarrier ------------------------------------------------------- */
+
+/* mbarrier.init: `count` arrivals complete a phase. */
+static __device__ __forceinline__ void mbar_init(uint64_t *bar, uint32_t count) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+#endif
+}
+
+/* Make initialized barriers visible to the other threads and to the async
+ * proxy (TMA's complete_tx) before anyone uses them. */
+static __device__ __forceinline__ void mbar_fence_init() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#endif
+}
+
+/* One arrival, and `bytes` more expected transaction bytes for this phase. */
+static __device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t *bar, uint32_t bytes) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes)
+               : "memory");
+#endif
+}
+
+/* One arrival. */
+static __device__ __forceinline__ void mbar_arrive(uint64_t *bar) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(bar)) : "memory");
+#endif
+}
+
+/* mbarrier.try_wait.parity: true once the phase of parity `parity` has
+ * completed (a fresh barrier counts its "previous" phase, parity 1, as
+ * complete, which is how a producer's first wait on an empty slot passes). */
+static __device__ __forceinline__ bool mbar_try_wait(uint64_t *bar, uint32_t parity) {
+  uint32_t done = 1;
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      "selp.u32 %0, 1, 0, p;\n"
+      "}\n"
+      : "=r"(done)
+      : "r"(smem_addr(bar)), "r"(parity)
+      : "memory");
+#endif
+  return done != 0;
+}
+
+static __device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
+  while (!mbar_try_wait(bar, parity)) {
+  }
+}
+
+/* ---- TMA ------------------------------------------------------------ */
+
+/* prefetch.tensormap: pull a __grid_constant__ tensor map into the
+ * descriptor cache before the first load that uses it. */
+static __device__ __forceinline__ void tma_prefetch_map(const CUtensorMap *map) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("prefetch.tensormap [%0];" ::"l"((uint64_t)map) : "memory");
+#endif
+}
+
+/* cp.async.bulk.tensor.2d: the box at (c0 = inner, c1 = outer) of `map`
+ * into shared memory at `dst`, completing `bytes` of transactions on `bar`.
+ * Out-of-range elements are zero-filled and still count toward the bytes. */
+static __device__ __forceinline__ void tma_load_2d(void *dst, const CUtensorMap *map, uint64_t *bar, int c0,
+                                                   int c1) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];" ::
+          "r"(smem_addr(dst)),
+      "l"((uint64_t)map), "r"(smem_addr(bar)), "r"(c0), "r"(c1)
+      : "memory");
+#endif
+}
+
+/* cp.async.mbarrier.arrive.noinc: one arrival on `bar` once all of this
+ * thread's earlier cp.async copies have landed (noinc: the arrival is part
+ * of the count the barrier was initialized with). */
+static __device__ __forceinline__ void cp_async_mbar_arrive(uint64_t *bar) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(smem_addr(bar)) : "memory");
+#endif
+}
+
+/* fence.proxy.async.shared::cta: order this thread's generic-proxy shared
+ * memory accesses before later async-proxy (TMA / wgmma) ones. */
+static __device__ __forceinline__ void fence_proxy_async_shared() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+
+/* ---- warp specialization -------------------------------------------- */
+
+/* setmaxnreg: hand registers back (producer) or take them (consumers). The
+ * whole warpgroup executes it; it needs a register cap at kernel entry
+ * (__launch_bounds__(threads, 1)). */
+template <int REGS>
+static __device__ __forceinline__ void setmaxnreg_dec() {
+  static_assert(REGS % 8 == 0 && REGS >= 24 && REGS <= 256, "setmaxnreg range");
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(REGS));
+#endif
+}
+
+template <int REGS>
+static __device__ __forceinline__ void setmaxnreg_inc() {
+  static_assert(REGS % 8 == 0 && REGS >= 24 && REGS <= 256, "setmaxnreg range");
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(REGS));
+#endif
+}
+
+/* elect.sync: true in exactly one lane of the (fully active) warp. */
+static __device__ __forceinline__ bool elect_one() {
+  uint32_t pred = 0;
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n"
+      ".reg .b32 r;\n"
+      ".reg .pred p;\n"
+      "elect.sync r|p, 0xffffffff;\n"
+      "selp.u32 %0, 1, 0, p;\n"
+      "}\n"
+      : "=r"(pred));
+#endif
+  return pred != 0;
+}
+
+/* ---- wgmma ---------------------------------------------------------- */
+
+/* Shared-memory matrix descriptor of a K-major operand tile laid out as TMA
+ * writes it with CU_TENSOR_MAP_SWIZZLE_128B: rows of 128 bytes, 8-row
+ * (1024-byte) swizzle atoms stacked along M/N. Fields: start address >> 4
+ * (bits 0-13), leading byte offset >> 4 (16-29; unused for swizzled K-major,
+ * set to 1), stride byte offset >> 4 (32-45: 1024 bytes between 8-row
+ * groups), base offset 0 (49-51: the tile starts 1024-aligned), layout 1 =
+ * 128-byte swizzle (62-63). Advancing K by 32 fp8 elements inside the atom
+ * is adding 32 bytes (2 in the >>4 units) to the start address. */
+static __device__ __forceinline__ uint64_t smem_desc_k_sw128(const void *tile) {
+  uint64_t d = 0;
+  d |= (uint64_t)((smem_addr(tile) & 0x3FFFFu) >> 4);
+  d |= (uint64_t)1 << 16;
+  d |= (uint64_t)(1024 >> 4) << 32;
+  d |= (uint64_t)1 << 62;
+  return d;
+}
+
+/* wgmma.fence: order earlier register writes of the accumulators before
+ * the wgmma that reads them. */
+static __device__ __forceinline__ void wgmma_fence() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+#endif
+}
+
+static __device__ __forceinline__ void wgmma_commit() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+#endif
+}
+
+/* Wait until at most N committed wgmma groups are still pending. */
+template <int N>
+static __device__ __forceinline__ void wgmma_wait() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+#endif
+}
+
+/* Keep the compiler from moving accesses of an accumulator register across
+ * the asynchronous wgmma that owns it. */
+static __device__ __forceinline__ void fence_operand(float &r) { asm volatile("" : "+f"(r)::"memory"); }
+
+/* wgmma.mma_async m64n128k32, e4m3 x e4m3 -> f32, both operands K-major in
+ * shared memory. d += A * B^T when accumulate != 0, d = A * B^T otherwise.
+ * Accumulator layout (per thread of the warpgroup, warp w, lane l):
+ * d[4j + {0,1}] is row 16w + l/4, columns 8j + 2(l%4) + {0,1};
+ * d[4j + {2,3}] is the same columns of row 16w + l/4 + 8. */
+static __device__ __forceinline__ void wgmma_m64n128k32_e4m3(float (&d)[64], uint64_t desc_a, uint64_t desc_b,
+                                                             int accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, "
+      "%8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, "
+      "%24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, "
+      "%40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, "
+      "%56, %57, %58, %59, %60, %61, %62, %63},"
+      " %64, %65, p, 1, 1;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+#else
+  (void)d; (void)desc_a; (void)desc_b; (void)accumulate;
+#endif
+}
+
+} // namespace sm90
+} // namespace detail
+} // namespace fp8moe
+
+#endif /* FP8MOE_DETAIL_PTX_SM90_CUH */

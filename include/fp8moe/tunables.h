@@ -1,0 +1,107 @@
+/* fp8moe/tunables.h - every compile-time knob of fp8moe, in one place.
+ *
+ * Each is a macro you may define before including any fp8moe header (or on
+ * the compiler's command line, -DFP8MOE_MMA_MAX_STAGES=3); each comment says
+ * what the knob trades. One naming scheme: FP8MOE_<part>_<knob>, the part
+ * being SM90 (the Hopper wgmma GEMM), MMA (the portable mma.sync GEMM) or
+ * ROUTING. None of them changes the result of the Hopper or the portable
+ * GEMM for a given row: they change tile sizes, pipeline depths and which
+ * path runs, and the two paths round differently (docs/design.md).
+ * docs/performance.md has the measurements behind the defaults.
+ *
+ * This header is plain C (macros only) and compiles as C11 and C++.
+ */
+#ifndef FP8MOE_TUNABLES_H
+#define FP8MOE_TUNABLES_H
+
+/* Names used before 0.3: refuse them rather than ignore them silently. */
+#if defined(FP8MOE_GEMM_MMA_MAX_STAGES) || defined(FP8MOE_GEMM_MMA_SMALL_M_ROWS)
+#error "fp8moe 0.3 renamed FP8MOE_GEMM_MMA_* to FP8MOE_MMA_* (tunables.h)"
+#endif
+
+/* ---- which GEMM runs ----------------------------------------------------- */
+
+/* Define FP8MOE_DISABLE_SM90 to compile the Hopper path out: the portable
+ * path then runs on Hopper too (the tests build the layer this way to cover
+ * that path on Hopper). Costs the Hopper path's speed above decode sizes. */
+
+/* Mean rows per group from which the Hopper path takes over on cc 9.0 (a
+ * run with batch_invariant set takes it at every size). The host knows only
+ * the upper bound m_total = T*K (no sync), so this bounds the mean, exactly
+ * without expert parallelism. Decode-sized groups stream the weights faster
+ * through the portable path's 16-row tiles; from about 16 rows the Hopper
+ * path's 128-row tiles win by far. Cost of a wrong value: 5-10% of the
+ * layer below the boundary, up to 40% above it. */
+#ifndef FP8MOE_SM90_MIN_ROWS_PER_GROUP
+#define FP8MOE_SM90_MIN_ROWS_PER_GROUP 16
+#endif
+
+/* ---- the Hopper GEMM (detail/gemm/sm90_e4m3_blockscale.cuh) ------------- */
+
+/* Column chunks of 128 per tile for the store epilogues (swiglu_quant always
+ * takes 2): 2 gives BN = 256, half the re-reads of A from L2 and 192
+ * accumulator registers per consumer thread; 1 gives BN = 128 with 128. 2 is
+ * used where N is a multiple of 256. */
+#ifndef FP8MOE_SM90_STORE_CHUNKS
+#define FP8MOE_SM90_STORE_CHUNKS 2
+#endif
+
+/* Pipeline stages (K blocks in flight) for tiles of 256 and of 128 columns.
+ * A stage is 16 KiB of A plus 16 KiB per chunk of B; more stages hide more
+ * load latency and cost shared memory (4 x 48 KiB and 6 x 32 KiB are about
+ * the 227 KiB an SM gives one CTA). */
+#ifndef FP8MOE_SM90_STAGES_BN256
+#define FP8MOE_SM90_STAGES_BN256 4
+#endif
+#ifndef FP8MOE_SM90_STAGES_BN128
+#define FP8MOE_SM90_STAGES_BN128 6
+#endif
+
+/* Register split between the producer warpgroup and each of the two
+ * consumer warpgroups after setmaxnreg (multiples of 8; producer + 2 x
+ * consumer <= 504 so three warpgroups fit 64K registers). The consumers
+ * hold the accumulators (up to 192 fp32) and the promotion temporary (64):
+ * below 232 they spill. */
+#ifndef FP8MOE_SM90_PRODUCER_REGS
+#define FP8MOE_SM90_PRODUCER_REGS 40
+#endif
+#ifndef FP8MOE_SM90_CONSUMER_REGS
+#define FP8MOE_SM90_CONSUMER_REGS 232
+#endif
+
+/* ---- the portable GEMM (detail/gemm/mma_e4m3_blockscale.cuh) ------------ */
+
+/* Deepest cp.async ring the host may choose (2..4). Each stage is 18-24 KiB
+ * (store) or 34-40 KiB (swiglu) of shared memory; deeper hides more load
+ * latency. The host takes fewer stages where the device has less shared
+ * memory (sm_89: 99 KiB), or where one stage less lets two CTAs share an SM. */
+#ifndef FP8MOE_MMA_MAX_STAGES
+#define FP8MOE_MMA_MAX_STAGES 4
+#endif
+
+/* Mean rows per group (m_total / groups) under which 16-row tiles run
+ * instead of 64-row ones: less of the tensor cores spent on zero rows of
+ * small groups, but B streamed once per 16 rows instead of per 64. */
+#ifndef FP8MOE_MMA_SMALL_M_ROWS
+#define FP8MOE_MMA_SMALL_M_ROWS 32
+#endif
+
+/* ---- routing (detail/routing.cuh) ---------------------------------------- */
+
+/* 1: exp in fp64, rounded once, so sigmoid and softmax match a correctly
+ * rounded expf and ignore --use_fast_math; costs N fp64 exps per lane
+ * (DeepSeekV3, Default, RenormalizeNaive): microseconds at T = 16384 on
+ * Hopper, ~10x that on GPUs with 1/64-rate fp64 (sm_89). 0: CUDA's expf
+ * (2 ulp), so selection may differ from the reference where keys are within
+ * a few ulp. */
+#ifndef FP8MOE_ROUTING_EXACT_EXP
+#define FP8MOE_ROUTING_EXACT_EXP 1
+#endif
+
+/* Tokens (warps) per routing CTA: small CTAs spread T = 1..16 over few SMs'
+ * launch work and large T evenly; 4 is a good middle. */
+#ifndef FP8MOE_ROUTING_WARPS
+#define FP8MOE_ROUTING_WARPS 4
+#endif
+
+#endif /* FP8MOE_TUNABLES_H */

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# CI checks beyond the test command: the host tests under ASan/UBSan, and the
-# SASS / spill check of the GEMM kernels (no GPU needed), and the consumer
-# builds (meson install + pkg-config, Meson subproject, CMake find_package).
+# CI checks beyond the test command: the host tests under ASan/UBSan, the
+# SASS / spill check of the GEMM kernels (no GPU needed), the code blocks of
+# README.md and docs/*.md compiled against include/, and the consumer builds
+# (meson install + pkg-config, Meson subproject, CMake find_package).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/cuda/bin:$PATH
@@ -15,4 +16,5 @@ echo "host tests under ASan/UBSan:"
 scripts/criterion-summary.sh "$b/meson-logs/testlog.txt"
 
 bash scripts/check-sass.sh
+bash scripts/check-doc-snippets.sh
 bash scripts/ci-consumers.sh

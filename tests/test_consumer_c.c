@@ -19,6 +19,8 @@ FP8MOE_DECLARE(consumer_moe);
 /* The prototypes FP8MOE_DECLARE promises (SPEC section 5). */
 _Static_assert(_Generic(&consumer_moe_workspace_size, size_t (*)(int): 1, default: 0),
                "name_workspace_size(int max_tokens) -> size_t");
+_Static_assert(_Generic(&consumer_moe_workspace_size_shared, size_t (*)(int, int): 1, default: 0),
+               "name_workspace_size_shared(int max_tokens, int num_shared_experts) -> size_t");
 _Static_assert(_Generic(&consumer_moe_run,
                         fp8moe_status (*)(const fp8moe_args *, void *, size_t, struct CUstream_st *): 1,
                         default: 0),
@@ -58,8 +60,8 @@ Test(consumer_c, version_macros) {
 
 Test(consumer_c, status_values_and_strings) {
   cr_assert_eq(FP8MOE_OK, 0);
-  const char *known[FP8MOE_STATUS_COUNT_];
-  for (int s = 0; s < FP8MOE_STATUS_COUNT_; s++) {
+  const char *known[FP8MOE__STATUS_COUNT];
+  for (int s = 0; s < FP8MOE__STATUS_COUNT; s++) {
     known[s] = fp8moe_status_string((fp8moe_status)s);
     cr_assert_not_null(known[s], "status %d", s);
     cr_assert(known[s][0] != 0, "status %d: empty string", s);
@@ -71,13 +73,20 @@ Test(consumer_c, status_values_and_strings) {
   cr_assert(starts_with(known[FP8MOE_OK], "FP8MOE_OK"));
   cr_assert(starts_with(known[FP8MOE_ERROR_WORKSPACE_TOO_SMALL], "FP8MOE_ERROR_WORKSPACE_TOO_SMALL"));
   cr_assert(starts_with(known[FP8MOE_ERROR_CUDA], "FP8MOE_ERROR_CUDA"));
+  /* 0.3: the last status and the count after it */
+  cr_assert_eq(FP8MOE_ERROR_NO_DEVICE, 15);
+  cr_assert_eq(FP8MOE__STATUS_COUNT, 16);
+  cr_assert_eq(FP8MOE__STATUS_COUNT, FP8MOE_ERROR_NO_DEVICE + 1);
+  cr_assert(starts_with(known[FP8MOE_ERROR_NO_DEVICE], "FP8MOE_ERROR_NO_DEVICE: "), "\"%s\"",
+            known[FP8MOE_ERROR_NO_DEVICE]);
+  cr_assert(!starts_with(known[FP8MOE_ERROR_UNSUPPORTED_DEVICE], "FP8MOE_ERROR_NO_DEVICE"));
 
-  static const int unknown[] = {FP8MOE_STATUS_COUNT_, FP8MOE_STATUS_COUNT_ + 1, -1, 1000};
+  static const int unknown[] = {FP8MOE__STATUS_COUNT, FP8MOE__STATUS_COUNT + 1, -1, 1000};
   for (unsigned i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
     const char *u = fp8moe_status_string((fp8moe_status)unknown[i]);
     cr_assert_not_null(u, "unknown status %d", unknown[i]);
     cr_assert(u[0] != 0);
-    for (int t = 0; t < FP8MOE_STATUS_COUNT_; t++)
+    for (int t = 0; t < FP8MOE__STATUS_COUNT; t++)
       cr_assert(!same_string(u, known[t]), "unknown status %d reads as a known one: \"%s\"", unknown[i], u);
   }
 }
@@ -90,11 +99,12 @@ Test(consumer_c, enum_values) {
   cr_assert_eq(FP8MOE_ROUTING_LLAMA4, 3);
   cr_assert_eq(FP8MOE_ROUTING_RENORMALIZE_NAIVE, 4);
   cr_assert_eq(FP8MOE_ROUTING_TOPK, 5);
-  cr_assert_eq(FP8MOE_ROUTING_COUNT_, 6);
+  cr_assert_eq(FP8MOE__ROUTING_COUNT, 6);
   /* SPEC section 5 */
   cr_assert_eq(FP8MOE_DTYPE_FP32, 0);
   cr_assert_eq(FP8MOE_DTYPE_BF16, 1);
   cr_assert_eq(FP8MOE_MAX_TOP_K, 16);
+  cr_assert_eq(FP8MOE_MAX_SHARED_EXPERTS, 8);
   cr_assert_eq(FP8MOE_BLOCK, 128);
   /* the field names SPEC section 5 fixes, zero-initialized the C way */
   fp8moe_args a = {0};
@@ -122,6 +132,36 @@ Test(consumer_c, enum_values) {
   cr_assert_null(a.output);
   cr_assert_null(a.invalid_id_count);
   cr_assert_eq(a.num_tokens, 1);
+  /* the 0.3 fields (SPEC section 5.1): zero-initialized, they keep the behaviour of before */
+  cr_assert_null(a.swiglu_alpha);
+  cr_assert_null(a.swiglu_beta);
+  cr_assert_null(a.swiglu_limit);
+  cr_assert_null(a.topk_ids_out);
+  cr_assert_null(a.topk_weights_out);
+  cr_assert_eq(a.num_shared_experts, 0);
+  cr_assert_null(a.shared_w1);
+  cr_assert_null(a.shared_w1_scale);
+  cr_assert_null(a.shared_w2);
+  cr_assert_null(a.shared_w2_scale);
+  cr_assert_eq(a.batch_invariant, 0);
+  /* and their types, as a C caller fills them */
+  static float alpha[4], beta[4], limit[4], w_out[8];
+  static int32_t ids_out[8];
+  static unsigned char w1[16], w2[16];
+  static float s1[1], s2[1];
+  a.swiglu_alpha = alpha;
+  a.swiglu_beta = beta;
+  a.swiglu_limit = limit;
+  a.topk_ids_out = ids_out;
+  a.topk_weights_out = w_out;
+  a.num_shared_experts = 1;
+  a.shared_w1 = w1;
+  a.shared_w1_scale = s1;
+  a.shared_w2 = w2;
+  a.shared_w2_scale = s2;
+  a.batch_invariant = 1;
+  cr_assert_eq(a.topk_ids_out, ids_out);
+  cr_assert_eq(a.shared_w2_scale, s2);
 }
 
 /* The packed top-k helpers are plain static inline C here. */

@@ -5,7 +5,8 @@
  * on fresh random inputs; the seed is printed, FP8MOE_SEED replays a run.
  * Validation is compared with an independent predicate written here from the
  * documentation (docs/api.md, the status table): FP8MOE_OK exactly when every
- * documented precondition holds. Routing is checked for properties that hold
+ * documented precondition holds, the 0.3 fields included (shared experts,
+ * SwiGLU arrays, replay outputs). Routing is checked for properties that hold
  * for any input: ids unique and in range, weights finite, sums as each method
  * defines, selection order. Built with -fsanitize=address,undefined in CI,
  * so the test itself avoids UB (no float->int of NaN, no signed overflow).
@@ -84,12 +85,16 @@ static int routing_ok(int method, int E, int K, int n_group, int topk_group, flo
 
 static int args_ok(const fp8moe_config *c, const fp8moe_args *a, int routed, const void *ws, size_t ws_bytes) {
   long long T;
+  int S_ok, S;
   if (!config_ok(c) || !a) return 0;
   T = a->num_tokens;
-  if (T < 0 || T * c->top_k > INT_MAX) return 0;
+  S_ok = a->num_shared_experts >= 0 && a->num_shared_experts <= 8;
+  S = S_ok ? a->num_shared_experts : 0;
+  if (T < 0 || T * (c->top_k + S) > INT_MAX) return 0; /* GEMM rows T*(K + S) */
   if (a->local_expert_offset < 0 || a->local_num_experts < 1 ||
       (long long)a->local_expert_offset + a->local_num_experts > c->num_experts)
     return 0;
+  if (!S_ok) return 0;
   if (!routed) {
     if (!routing_ok(a->routing_method, c->num_experts, c->top_k, a->n_group, a->topk_group, a->routed_scaling_factor))
       return 0;
@@ -106,23 +111,31 @@ static int args_ok(const fp8moe_config *c, const fp8moe_args *a, int routed, con
   if (!a->hidden_states || !a->hidden_states_scale || !a->w1 || !a->w1_scale || !a->w2 || !a->w2_scale || !a->output)
     return 0;
   if (!routed && !a->routing_logits) return 0;
+  if (S > 0 && (!a->shared_w1 || !a->shared_w1_scale || !a->shared_w2 || !a->shared_w2_scale)) return 0;
   if (!aligned_to(a->hidden_states, 16) || !aligned_to(a->w1, 16) || !aligned_to(a->w2, 16) ||
       !aligned_to(a->output, 16))
     return 0;
   if (!aligned_to(a->hidden_states_scale, 4) || !aligned_to(a->w1_scale, 4) || !aligned_to(a->w2_scale, 4) ||
       !aligned_to(a->invalid_id_count, 4))
     return 0;
+  /* optional fp32 arrays: when given, 4 bytes */
+  if (!aligned_to(a->swiglu_alpha, 4) || !aligned_to(a->swiglu_beta, 4) || !aligned_to(a->swiglu_limit, 4)) return 0;
+  if (S > 0 && (!aligned_to(a->shared_w1, 16) || !aligned_to(a->shared_w2, 16) ||
+                !aligned_to(a->shared_w1_scale, 4) || !aligned_to(a->shared_w2_scale, 4)))
+    return 0;
   if (!routed) {
     if (!aligned_to(a->routing_logits, dtype_bytes(a->logits_dtype))) return 0;
     if (a->routing_bias && !aligned_to(a->routing_bias, dtype_bytes(a->bias_dtype))) return 0;
+    if (!aligned_to(a->topk_ids_out, 4) || !aligned_to(a->topk_weights_out, 4)) return 0; /* name_run only */
   } else if (a->topk_packed) {
     if (!aligned_to(a->topk_packed, 4)) return 0;
   } else {
     if (!aligned_to(a->topk_ids, 4) || !aligned_to(a->topk_weights, dtype_bytes(a->topk_weights_dtype))) return 0;
   }
   if (!ws || !aligned_to(ws, 256)) return 0;
-  /* the documented size: name_workspace_size(T), i.e. the layout's total */
-  if (ws_bytes < fp8moe_workspace_layout_for(a->num_tokens, c->num_experts, c->top_k, c->hidden, c->intermediate).total)
+  /* the documented size: name_workspace_size_shared(T, S), i.e. the layout's total */
+  if (ws_bytes <
+      fp8moe_workspace_layout_shared(a->num_tokens, c->num_experts, c->top_k, c->hidden, c->intermediate, S).total)
     return 0;
   return 1;
 }
@@ -213,6 +226,22 @@ static fp8moe_args rand_args(rng_t *r, const fp8moe_config *c, int routed, int *
   a.topk_weights_dtype = rand_dtype(r);
   a.routed_scaling_factor = rand_scale(r);
   rand_groups(r, E, c->top_k, &a.n_group, &a.topk_group);
+  /* 0.3: shared experts (mostly none or a valid count), SwiGLU arrays and replay outputs (often NULL) */
+  switch (rng_below(r, 10)) {
+  case 0: a.num_shared_experts = rand_int(r, -3, 12); break;
+  case 1: case 2: case 3: case 4: a.num_shared_experts = 1 + (int)rng_below(r, 8); break;
+  default: a.num_shared_experts = 0; break;
+  }
+  a.shared_w1 = rand_ptr(r, 40, 30);
+  a.shared_w1_scale = (const float *)rand_ptr(r, 40, 30);
+  a.shared_w2 = rand_ptr(r, 40, 30);
+  a.shared_w2_scale = (const float *)rand_ptr(r, 40, 30);
+  a.swiglu_alpha = (const float *)rand_ptr(r, 2, 40);
+  a.swiglu_beta = (const float *)rand_ptr(r, 2, 40);
+  a.swiglu_limit = (const float *)rand_ptr(r, 2, 40);
+  a.topk_ids_out = (int32_t *)(uintptr_t)rand_ptr(r, 2, 40);
+  a.topk_weights_out = (float *)(uintptr_t)rand_ptr(r, 2, 40);
+  a.batch_invariant = (int)rng_below(r, 3) - 1;
   if (!routed) {
     a.routing_logits = rand_ptr(r, 30, 20);
     a.routing_bias = rand_ptr(r, 2, 20);
@@ -243,7 +272,7 @@ Test(fuzz_validate, config) {
   for (i = 0; i < n; i++) {
     fp8moe_config c = rand_config(&r);
     fp8moe_status s = fp8moe_validate_config(&c);
-    cr_assert(s >= 0 && s < FP8MOE_STATUS_COUNT_, "status %d out of range", (int)s);
+    cr_assert(s >= 0 && s < FP8MOE__STATUS_COUNT, "status %d out of range", (int)s);
     cr_assert_eq(s == FP8MOE_OK, config_ok(&c), "case %d: E %d K %d H %d I %d: status %d", i, c.num_experts, c.top_k,
                  c.hidden, c.intermediate, (int)s);
     ok += s == FP8MOE_OK;
@@ -265,7 +294,7 @@ Test(fuzz_validate, routing) {
     if (m == FP8MOE_ROUTING_LLAMA4 && !rng_chance(&r, 4)) K = 1;
     rand_groups(&r, E, K, &ng, &tg);
     s = fp8moe_validate_routing(m, E, K, ng, tg, scale);
-    cr_assert(s >= 0 && s < FP8MOE_STATUS_COUNT_, "status %d out of range", (int)s);
+    cr_assert(s >= 0 && s < FP8MOE__STATUS_COUNT, "status %d out of range", (int)s);
     cr_assert_eq(s == FP8MOE_OK, routing_ok(m, E, K, ng, tg, scale),
                  "case %d: method %d E %d K %d n_group %d topk_group %d scale %g: status %d", i, m, E, K, ng, tg,
                  scale, (int)s);
@@ -282,7 +311,7 @@ Test(fuzz_validate, args) {
    * NULL args included); the mix of valid and invalid draws is checked so the test cannot pass
    * by rejecting everything */
   rng_t r = {test_seed("fuzz_validate.args")};
-  int i, n = 5 * fuzz_n(), ok = 0, ok_routed = 0, ok_t0 = 0;
+  int i, n = 5 * fuzz_n(), ok = 0, ok_routed = 0, ok_t0 = 0, ok_shared = 0;
   for (i = 0; i < n; i++) {
     fp8moe_config c = rand_config(&r);
     int routed = (int)rng_below(&r, 2), mode = -1;
@@ -290,7 +319,9 @@ Test(fuzz_validate, args) {
     const fp8moe_config *cp = rng_chance(&r, 500) ? NULL : &c;
     const fp8moe_args *ap = rng_chance(&r, 500) ? NULL : &a;
     const void *ws = rand_ptr(&r, 40, 20);
-    size_t need = fp8moe_workspace_layout_for(a.num_tokens, c.num_experts, c.top_k, c.hidden, c.intermediate).total;
+    int S = a.num_shared_experts >= 0 && a.num_shared_experts <= 8 ? a.num_shared_experts : 0;
+    size_t need =
+        fp8moe_workspace_layout_shared(a.num_tokens, c.num_experts, c.top_k, c.hidden, c.intermediate, S).total;
     size_t bytes;
     int want;
     fp8moe_status s;
@@ -303,24 +334,27 @@ Test(fuzz_validate, args) {
     }
     want = args_ok(cp, ap, routed, ws, bytes);
     s = fp8moe_validate_args(cp, ap, routed, ws, bytes);
-    cr_assert(s >= 0 && s < FP8MOE_STATUS_COUNT_, "status %d out of range", (int)s);
+    cr_assert(s >= 0 && s < FP8MOE__STATUS_COUNT, "status %d out of range", (int)s);
     cr_assert(s != FP8MOE_ERROR_CUDA && s != FP8MOE_ERROR_UNSUPPORTED_DEVICE, "host validation gave %d", (int)s);
     cr_assert_eq(s == FP8MOE_OK, want,
                  "case %d: status %d (%s) but the predicate says %s (routed %d mode %d T %d E %d K %d H %d I %d "
-                 "offset %d E_loc %d method %d n_group %d topk_group %d)",
+                 "offset %d E_loc %d method %d n_group %d topk_group %d S %d)",
                  i, (int)s, fp8moe_status_string(s), want ? "valid" : "invalid", routed, mode, a.num_tokens,
                  c.num_experts, c.top_k, c.hidden, c.intermediate, a.local_expert_offset, a.local_num_experts,
-                 a.routing_method, a.n_group, a.topk_group);
+                 a.routing_method, a.n_group, a.topk_group, a.num_shared_experts);
     if (want) {
       ok++;
       ok_routed += routed;
       ok_t0 += a.num_tokens == 0;
+      ok_shared += a.num_shared_experts > 0 && a.num_tokens > 0;
     }
   }
+  cr_assert(ok_shared > ok / 10, "too few valid cases with shared experts: %d of %d", ok_shared, ok);
   cr_assert(ok > n / 50 && ok < n - n / 10, "not a useful mix: %d of %d valid", ok, n);
   cr_assert(ok_routed > ok / 5 && ok_routed < ok - ok / 5, "valid cases lopsided: %d of %d routed", ok_routed, ok);
   cr_assert(ok_t0 < ok / 2, "valid cases are mostly T = 0 (%d of %d)", ok_t0, ok);
-  fprintf(stderr, "fuzz_validate.args: %d of %d valid (%d routed, %d with T = 0)\n", ok, n, ok_routed, ok_t0);
+  fprintf(stderr, "fuzz_validate.args: %d of %d valid (%d routed, %d with T = 0, %d with shared experts)\n", ok, n,
+          ok_routed, ok_t0, ok_shared);
 }
 
 /* ---- packed top-k ----------------------------------------------------- */

@@ -274,7 +274,7 @@ Test(route_params, batch_equals_per_token) {
   int m, t, k, i;
   for (i = 0; i < T * E; i++) l[i] = rng_normal(&r);
   for (i = 0; i < E; i++) bias[i] = 0.1f * rng_normal(&r);
-  for (m = 0; m < FP8MOE_ROUTING_COUNT_; m++) {
+  for (m = 0; m < FP8MOE__ROUTING_COUNT; m++) {
     int KK = m == FP8MOE_ROUTING_LLAMA4 ? 1 : K, ng = m == FP8MOE_ROUTING_DEEPSEEK_V3 ? 8 : 0;
     fp8moe_ref_route(m, T, E, KK, l, bias, ng, 3, 2.5f, ids, w);
     for (t = 0; t < T; t++) {

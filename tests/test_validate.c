@@ -5,6 +5,10 @@
  * and checks the exact status. Validation never dereferences a pointer, so
  * the "tensors" are offsets into one 256-aligned static arena.
  *
+ * The 0.3 fields (SPEC section 5.1) get the same treatment: the shared
+ * expert count and its tensors, the SwiGLU arrays, the replay outputs, each
+ * status they can produce and where it falls in the documented order.
+ *
  * The workspace tests check the layout's promises independently: every
  * offset aligned, no two live buffers overlapping (y shares x_perm's region by
  * design), the size growing with T, and no size_t arithmetic going wrong at
@@ -77,14 +81,50 @@ static fp8moe_args good_unpacked(void) {
   return a;
 }
 
+/* A valid non-routed call with every 0.3 field set: S = 2 shared experts, the SwiGLU arrays, replay outputs. */
+static fp8moe_args good_0_3(void) {
+  fp8moe_args a = good_args();
+  a.num_shared_experts = 2;
+  a.shared_w1 = at(14, 0);
+  a.shared_w1_scale = (const float *)at(15, 0);
+  a.shared_w2 = at(16, 0);
+  a.shared_w2_scale = (const float *)at(17, 0);
+  a.swiglu_alpha = (const float *)at(18, 0);
+  a.swiglu_beta = (const float *)at(19, 0);
+  a.swiglu_limit = (const float *)at(20, 0);
+  a.topk_ids_out = (int32_t *)at(21, 0);
+  a.topk_weights_out = (float *)at(22, 0);
+  a.batch_invariant = 1;
+  return a;
+}
+
+/* The same, routed (packed). */
+static fp8moe_args good_0_3_routed(void) {
+  fp8moe_args a = good_0_3();
+  a.routing_logits = NULL;
+  a.routing_bias = NULL;
+  a.topk_packed = (const int32_t *)at(11, 0);
+  return a;
+}
+
 static void *workspace(void) { return at(32, 0); }
 
+static size_t ws_total_shared(const fp8moe_config *c, int T, int S) {
+  return fp8moe_workspace_layout_shared(T, c->num_experts, c->top_k, c->hidden, c->intermediate, S).total;
+}
+
+/* With the workspace the call needs: sized for its T and (valid) S. */
+static size_t ws_for(const fp8moe_config *c, const fp8moe_args *a) {
+  int S = a && a->num_shared_experts > 0 && a->num_shared_experts <= FP8MOE_MAX_SHARED_EXPERTS ? a->num_shared_experts : 0;
+  return ws_total_shared(c, a ? a->num_tokens : 0, S);
+}
+
 static fp8moe_status run_nr(const fp8moe_config *c, const fp8moe_args *a) {
-  return fp8moe_validate_args(c, a, 0, workspace(), ws_total(c, a ? a->num_tokens : 0));
+  return fp8moe_validate_args(c, a, 0, workspace(), ws_for(c, a));
 }
 
 static fp8moe_status run_r(const fp8moe_config *c, const fp8moe_args *a) {
-  return fp8moe_validate_args(c, a, 1, workspace(), ws_total(c, a ? a->num_tokens : 0));
+  return fp8moe_validate_args(c, a, 1, workspace(), ws_for(c, a));
 }
 
 #define EXPECT(expr, status)                                                                                  \
@@ -108,7 +148,7 @@ Test(validate, baselines_are_ok) {
   a.invalid_id_count = NULL;
   EXPECT(run_nr(&dsv3, &a), FP8MOE_OK);
   /* every method with parameters it can take */
-  for (int m = 0; m < FP8MOE_ROUTING_COUNT_; m++) {
+  for (int m = 0; m < FP8MOE__ROUTING_COUNT; m++) {
     fp8moe_args b = good_args();
     fp8moe_config c = dsv3;
     b.routing_method = m;
@@ -242,7 +282,7 @@ Test(validate, expert_range) {
 /* ---- routing method and parameters ----------------------------------------- */
 
 Test(validate, unknown_routing_method) {
-  static const int bad[] = {-1, FP8MOE_ROUTING_COUNT_, 6, 7, 100, INT_MIN, INT_MAX};
+  static const int bad[] = {-1, FP8MOE__ROUTING_COUNT, 6, 7, 100, INT_MIN, INT_MAX};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     fp8moe_args a = good_args();
     a.routing_method = bad[i];
@@ -316,7 +356,7 @@ Test(validate, deepseek_groups) {
 }
 
 Test(validate, groups_only_for_deepseek) {
-  for (int m = 0; m < FP8MOE_ROUTING_COUNT_; m++) {
+  for (int m = 0; m < FP8MOE__ROUTING_COUNT; m++) {
     if (m == FP8MOE_ROUTING_DEEPSEEK_V3) continue;
     int K = m == FP8MOE_ROUTING_LLAMA4 ? 1 : 8;
     cr_assert_eq(fp8moe_validate_routing(m, 256, K, 8, 4, 1.0f), FP8MOE_ERROR_INVALID_ROUTING_PARAMS, "method %d", m);
@@ -572,16 +612,16 @@ typedef struct {
 } region;
 
 /* The buffers and their sizes, computed here from the table in workspace.h. */
-static int regions_of(const fp8moe_workspace_layout *L, int T, const fp8moe_config *c, region *r) {
-  size_t rows = (size_t)T * (size_t)c->top_k, E = (size_t)c->num_experts, H = (size_t)c->hidden,
-         I = (size_t)c->intermediate;
+static int regions_of(const fp8moe_workspace_layout *L, int T, int S, const fp8moe_config *c, region *r) {
+  size_t slots = (size_t)T * (size_t)c->top_k, rows = (size_t)T * (size_t)(c->top_k + S), E = (size_t)c->num_experts,
+         H = (size_t)c->hidden, I = (size_t)c->intermediate;
   size_t ld = L->scale_ld;
   int n = 0;
-  r[n++] = (region){"slot_expert", L->slot_expert, rows * 4};
-  r[n++] = (region){"slot_weight", L->slot_weight, rows * 4};
-  r[n++] = (region){"slot_row", L->slot_row, rows * 4};
+  r[n++] = (region){"slot_expert", L->slot_expert, slots * 4};
+  r[n++] = (region){"slot_weight", L->slot_weight, slots * 4};
+  r[n++] = (region){"slot_row", L->slot_row, slots * 4};
   r[n++] = (region){"expert_count", L->expert_count, E * 4};
-  r[n++] = (region){"expert_offset", L->expert_offset, (E + 1) * 4};
+  r[n++] = (region){"expert_offset", L->expert_offset, (E + 1 + (size_t)S) * 4};
   r[n++] = (region){"x_perm", L->x_perm, rows * H};
   r[n++] = (region){"x_perm_scale", L->x_perm_scale, (H / 128) * ld * 4};
   r[n++] = (region){"act", L->act, rows * I};
@@ -590,16 +630,17 @@ static int regions_of(const fp8moe_workspace_layout *L, int T, const fp8moe_conf
   return n;
 }
 
-static void check_layout(const fp8moe_config *c, int T) {
-  fp8moe_workspace_layout L = fp8moe_workspace_layout_for(T, c->num_experts, c->top_k, c->hidden, c->intermediate);
-  size_t rows = (size_t)T * (size_t)c->top_k;
+static void check_layout_shared(const fp8moe_config *c, int T, int S) {
+  fp8moe_workspace_layout L =
+      fp8moe_workspace_layout_shared(T, c->num_experts, c->top_k, c->hidden, c->intermediate, S);
+  size_t rows = (size_t)T * (size_t)(c->top_k + S);
   cr_assert_eq(L.rows, rows);
   cr_assert_geq(L.scale_ld, rows);
   cr_assert_lt(L.scale_ld, rows + 4);
   cr_assert_eq(L.scale_ld % 4, 0);
   cr_assert_eq(L.total % FP8MOE_WORKSPACE_ALIGN, 0);
   region r[16];
-  int n = regions_of(&L, T, c, r);
+  int n = regions_of(&L, T, S, c, r);
   for (int i = 0; i < n; i++) {
     cr_assert_eq(r[i].off % FP8MOE_WORKSPACE_ALIGN, 0, "T %d: %s at %zu is not aligned", T, r[i].name, r[i].off);
     cr_assert_leq(r[i].off + r[i].size, L.total, "T %d: %s ends past the total", T, r[i].name);
@@ -615,6 +656,13 @@ static void check_layout(const fp8moe_config *c, int T) {
   /* y reuses x_perm's bytes by design: it starts there and its whole span
    * stays clear of every buffer other than x_perm and x_perm_scale. */
   cr_assert_eq(L.y, L.x_perm);
+}
+
+static void check_layout(const fp8moe_config *c, int T) {
+  fp8moe_workspace_layout a = fp8moe_workspace_layout_for(T, c->num_experts, c->top_k, c->hidden, c->intermediate);
+  fp8moe_workspace_layout b = fp8moe_workspace_layout_shared(T, c->num_experts, c->top_k, c->hidden, c->intermediate, 0);
+  cr_assert(memcmp(&a, &b, sizeof a) == 0, "layout_for is not layout_shared(S = 0)");
+  check_layout_shared(c, T, 0);
 }
 
 static const fp8moe_config layout_configs[] = {{256, 8, 7168, 2048}, {384, 8, 7168, 2048}, {128, 8, 4096, 1536},
@@ -651,12 +699,15 @@ Test(workspace, total_grows_with_T) {
 /* Bytes the buffers need, summed in 128 bits (x_perm and y share a region). */
 __extension__ typedef unsigned __int128 u128;
 
-static u128 need_u128(const fp8moe_config *c, long long T) {
-  u128 rows = (u128)T * (u128)c->top_k, H = (u128)c->hidden, I = (u128)c->intermediate, E = (u128)c->num_experts;
+static u128 need_u128_shared(const fp8moe_config *c, long long T, int S) {
+  u128 slots = (u128)T * (u128)c->top_k, rows = (u128)T * (u128)(c->top_k + S), H = (u128)c->hidden,
+       I = (u128)c->intermediate, E = (u128)c->num_experts;
   u128 ld = (rows + 3) / 4 * 4;
   u128 x = rows * H + (H / 128) * ld * 4, y = rows * H * 2;
-  return 3 * rows * 4 + E * 4 + (E + 1) * 4 + (x > y ? x : y) + rows * I + (I / 128) * ld * 4;
+  return 3 * slots * 4 + E * 4 + (E + 1 + (u128)S) * 4 + (x > y ? x : y) + rows * I + (I / 128) * ld * 4;
 }
+
+static u128 need_u128(const fp8moe_config *c, long long T) { return need_u128_shared(c, T, 0); }
 
 Test(workspace, large_T_no_overflow) {
   /* DeepSeek-V3 at a million tokens, by hand:
@@ -684,4 +735,219 @@ Test(workspace, large_T_no_overflow) {
   cr_assert(need < ((u128)1 << 63));
   cr_assert(total >= need && total <= need + 11 * FP8MOE_WORKSPACE_ALIGN);
   check_layout(&wide, INT_MAX);
+}
+
+/* ---- the 0.3 fields (SPEC section 5.1) ------------------------------------------- */
+
+Test(validate, fields_0_3_baselines_are_ok) {
+  fp8moe_args a = good_0_3(), r = good_0_3_routed();
+  EXPECT(run_nr(&dsv3, &a), FP8MOE_OK);
+  EXPECT(run_r(&dsv3, &r), FP8MOE_OK);
+  /* every S in range, with the workspace it needs */
+  for (int S = 0; S <= FP8MOE_MAX_SHARED_EXPERTS; S++) {
+    a.num_shared_experts = r.num_shared_experts = S;
+    cr_assert_eq(run_nr(&dsv3, &a), FP8MOE_OK, "S %d", S);
+    cr_assert_eq(run_r(&dsv3, &r), FP8MOE_OK, "routed, S %d", S);
+  }
+  /* the optional ones are optional: NULL SwiGLU arrays (defaults), NULL replay outputs */
+  a = good_0_3();
+  a.swiglu_alpha = a.swiglu_beta = a.swiglu_limit = NULL;
+  a.topk_ids_out = NULL;
+  a.topk_weights_out = NULL;
+  EXPECT(run_nr(&dsv3, &a), FP8MOE_OK);
+  a = good_0_3();
+  a.swiglu_beta = NULL; /* each on its own */
+  a.topk_weights_out = NULL;
+  EXPECT(run_nr(&dsv3, &a), FP8MOE_OK);
+  /* S = 0: the shared tensors are not looked at, not even their alignment */
+  a = good_0_3();
+  a.num_shared_experts = 0;
+  a.shared_w1 = NULL;
+  a.shared_w2 = at(16, 1);
+  a.shared_w1_scale = (const float *)at(15, 3);
+  a.shared_w2_scale = NULL;
+  EXPECT(run_nr(&dsv3, &a), FP8MOE_OK);
+  EXPECT(fp8moe_validate_args(&dsv3, &a, 0, workspace(), ws_total(&dsv3, a.num_tokens)), FP8MOE_OK);
+  /* batch_invariant takes any value */
+  a = good_0_3();
+  a.batch_invariant = -7;
+  EXPECT(run_nr(&dsv3, &a), FP8MOE_OK);
+}
+
+Test(validate, num_shared_experts_range) {
+  static const int bad[] = {-1, -2, INT_MIN, FP8MOE_MAX_SHARED_EXPERTS + 1, 100, INT_MAX};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    fp8moe_args a = good_0_3(), r = good_0_3_routed();
+    a.num_shared_experts = r.num_shared_experts = bad[i];
+    cr_assert_eq(run_nr(&dsv3, &a), FP8MOE_ERROR_INVALID_EXPERT_RANGE, "S %d", bad[i]);
+    cr_assert_eq(run_r(&dsv3, &r), FP8MOE_ERROR_INVALID_EXPERT_RANGE, "routed, S %d", bad[i]);
+    cr_assert_eq(fp8moe_validate_args(&dsv3, &a, 0, workspace(), SIZE_MAX), FP8MOE_ERROR_INVALID_EXPERT_RANGE);
+    /* reported at T = 0 too, like the rest of the expert range */
+    a.num_tokens = r.num_tokens = 0;
+    cr_assert_eq(fp8moe_validate_args(&dsv3, &a, 0, NULL, 0), FP8MOE_ERROR_INVALID_EXPERT_RANGE, "T 0, S %d", bad[i]);
+    cr_assert_eq(fp8moe_validate_args(&dsv3, &r, 1, NULL, 0), FP8MOE_ERROR_INVALID_EXPERT_RANGE);
+  }
+}
+
+static void null_shared(fp8moe_args *a, int which) {
+  switch (which) {
+  case 0: a->shared_w1 = NULL; break;
+  case 1: a->shared_w1_scale = NULL; break;
+  case 2: a->shared_w2 = NULL; break;
+  default: a->shared_w2_scale = NULL; break;
+  }
+}
+
+Test(validate, shared_tensors_null) {
+  for (int p = 0; p < 4; p++) {
+    fp8moe_args a = good_0_3(), r = good_0_3_routed();
+    null_shared(&a, p);
+    null_shared(&r, p);
+    cr_assert_eq(run_nr(&dsv3, &a), FP8MOE_ERROR_NULL_ARGUMENT, "shared pointer %d", p);
+    cr_assert_eq(run_r(&dsv3, &r), FP8MOE_ERROR_NULL_ARGUMENT, "routed, shared pointer %d", p);
+    a.num_shared_experts = 1; /* any S > 0 */
+    cr_assert_eq(run_nr(&dsv3, &a), FP8MOE_ERROR_NULL_ARGUMENT, "S 1, shared pointer %d", p);
+    /* T = 0 reads nothing */
+    a.num_tokens = 0;
+    cr_assert_eq(fp8moe_validate_args(&dsv3, &a, 0, NULL, 0), FP8MOE_OK, "T 0, shared pointer %d", p);
+    a.num_tokens = T_DEFAULT;
+    a.num_shared_experts = 0;
+    cr_assert_eq(run_nr(&dsv3, &a), FP8MOE_OK, "S 0, shared pointer %d", p);
+  }
+}
+
+Test(validate, misaligned_0_3_pointers) {
+  const fp8moe_status MIS = FP8MOE_ERROR_MISALIGNED_POINTER, OK = FP8MOE_OK;
+  fp8moe_args a;
+  /* shared fp8 tensors: 16 bytes, like w1 / w2 */
+  static const int skews16[] = {1, 2, 4, 8, 12};
+  for (size_t i = 0; i < sizeof skews16 / sizeof skews16[0]; i++) {
+    int s = skews16[i];
+    a = good_0_3(); a.shared_w1 = at(14, s);       cr_assert_eq(run_nr(&dsv3, &a), MIS, "shared_w1 +%d", s);
+    a = good_0_3(); a.shared_w2 = at(16, s);       cr_assert_eq(run_nr(&dsv3, &a), MIS, "shared_w2 +%d", s);
+    a = good_0_3_routed(); a.shared_w1 = at(14, s); cr_assert_eq(run_r(&dsv3, &a), MIS, "routed shared_w1 +%d", s);
+  }
+  a = good_0_3(); a.shared_w1 = at(14, 16); EXPECT(run_nr(&dsv3, &a), OK);
+  a = good_0_3(); a.shared_w2 = at(16, 48); EXPECT(run_nr(&dsv3, &a), OK);
+
+  /* shared scales, SwiGLU arrays, replay outputs: 4 bytes */
+  static const int skews4[] = {1, 2, 3};
+  for (size_t i = 0; i < sizeof skews4 / sizeof skews4[0]; i++) {
+    int s = skews4[i];
+    a = good_0_3(); a.shared_w1_scale = (const float *)at(15, s); cr_assert_eq(run_nr(&dsv3, &a), MIS, "+%d", s);
+    a = good_0_3(); a.shared_w2_scale = (const float *)at(17, s); cr_assert_eq(run_nr(&dsv3, &a), MIS, "+%d", s);
+    a = good_0_3(); a.swiglu_alpha = (const float *)at(18, s);    cr_assert_eq(run_nr(&dsv3, &a), MIS, "+%d", s);
+    a = good_0_3(); a.swiglu_beta = (const float *)at(19, s);     cr_assert_eq(run_nr(&dsv3, &a), MIS, "+%d", s);
+    a = good_0_3(); a.swiglu_limit = (const float *)at(20, s);    cr_assert_eq(run_nr(&dsv3, &a), MIS, "+%d", s);
+    a = good_0_3(); a.topk_ids_out = (int32_t *)at(21, s);        cr_assert_eq(run_nr(&dsv3, &a), MIS, "+%d", s);
+    a = good_0_3(); a.topk_weights_out = (float *)at(22, s);      cr_assert_eq(run_nr(&dsv3, &a), MIS, "+%d", s);
+    /* the routed call checks the SwiGLU arrays and the shared tensors, and ignores the replay outputs */
+    a = good_0_3_routed(); a.swiglu_limit = (const float *)at(20, s);    cr_assert_eq(run_r(&dsv3, &a), MIS);
+    a = good_0_3_routed(); a.shared_w2_scale = (const float *)at(17, s); cr_assert_eq(run_r(&dsv3, &a), MIS);
+    a = good_0_3_routed(); a.topk_ids_out = (int32_t *)at(21, s);        cr_assert_eq(run_r(&dsv3, &a), OK);
+    a = good_0_3_routed(); a.topk_weights_out = (float *)at(22, s);      cr_assert_eq(run_r(&dsv3, &a), OK);
+  }
+  a = good_0_3(); a.swiglu_alpha = (const float *)at(18, 4);     EXPECT(run_nr(&dsv3, &a), OK);
+  a = good_0_3(); a.shared_w2_scale = (const float *)at(17, 12); EXPECT(run_nr(&dsv3, &a), OK);
+  a = good_0_3(); a.topk_ids_out = (int32_t *)at(21, 8);         EXPECT(run_nr(&dsv3, &a), OK);
+  a = good_0_3(); a.topk_weights_out = (float *)at(22, 4);       EXPECT(run_nr(&dsv3, &a), OK);
+}
+
+Test(validate, workspace_with_shared_experts) {
+  static const int Ts[] = {1, 5, 16, 127, 4096};
+  for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++)
+    for (int S = 1; S <= FP8MOE_MAX_SHARED_EXPERTS; S++) {
+      fp8moe_args a = good_0_3();
+      a.num_tokens = Ts[ti];
+      a.num_shared_experts = S;
+      size_t need = ws_total_shared(&dsv3, Ts[ti], S);
+      cr_assert_gt(need, ws_total(&dsv3, Ts[ti]), "T %d S %d: shared experts need more workspace", Ts[ti], S);
+      cr_assert_eq(fp8moe_validate_args(&dsv3, &a, 0, workspace(), need), FP8MOE_OK, "T %d S %d", Ts[ti], S);
+      cr_assert_eq(fp8moe_validate_args(&dsv3, &a, 0, workspace(), need - 1), FP8MOE_ERROR_WORKSPACE_TOO_SMALL,
+                   "T %d S %d", Ts[ti], S);
+      /* name_workspace_size (no shared experts) is not enough */
+      cr_assert_eq(fp8moe_validate_args(&dsv3, &a, 0, workspace(), ws_total(&dsv3, Ts[ti])),
+                   FP8MOE_ERROR_WORKSPACE_TOO_SMALL, "T %d S %d", Ts[ti], S);
+      /* nor one sized for fewer shared experts; more is fine */
+      cr_assert_eq(fp8moe_validate_args(&dsv3, &a, 0, workspace(), ws_total_shared(&dsv3, Ts[ti], S - 1)),
+                   FP8MOE_ERROR_WORKSPACE_TOO_SMALL);
+      cr_assert_eq(fp8moe_validate_args(&dsv3, &a, 0, workspace(), ws_total_shared(&dsv3, Ts[ti], S + 1)), FP8MOE_OK);
+      cr_assert_eq(fp8moe_validate_args(&dsv3, &a, 0, NULL, need), FP8MOE_ERROR_NULL_WORKSPACE);
+      fp8moe_args r = good_0_3_routed();
+      r.num_tokens = Ts[ti];
+      r.num_shared_experts = S;
+      cr_assert_eq(fp8moe_validate_args(&dsv3, &r, 1, workspace(), need - 1), FP8MOE_ERROR_WORKSPACE_TOO_SMALL);
+      cr_assert_eq(fp8moe_validate_args(&dsv3, &r, 1, workspace(), need), FP8MOE_OK);
+    }
+}
+
+Test(validate, tokens_times_rows_with_shared_experts) {
+  /* T*(K + S) GEMM rows must fit an int: K = 8 */
+  fp8moe_args a = good_0_3();
+  a.num_shared_experts = 1;
+  a.num_tokens = INT_MAX / 9 + 1;
+  EXPECT(fp8moe_validate_args(&dsv3, &a, 0, workspace(), SIZE_MAX), FP8MOE_ERROR_INVALID_NUM_TOKENS);
+  a.num_tokens = INT_MAX / 9;
+  EXPECT(fp8moe_validate_args(&dsv3, &a, 0, workspace(), SIZE_MAX), FP8MOE_OK);
+  a.num_shared_experts = FP8MOE_MAX_SHARED_EXPERTS;
+  a.num_tokens = INT_MAX / (8 + FP8MOE_MAX_SHARED_EXPERTS);
+  EXPECT(fp8moe_validate_args(&dsv3, &a, 0, workspace(), SIZE_MAX), FP8MOE_OK);
+  a.num_tokens++;
+  EXPECT(fp8moe_validate_args(&dsv3, &a, 0, workspace(), SIZE_MAX), FP8MOE_ERROR_INVALID_NUM_TOKENS);
+  /* an out-of-range S is the expert range's error, not the token count's */
+  a.num_shared_experts = INT_MAX;
+  a.num_tokens = 1000;
+  EXPECT(fp8moe_validate_args(&dsv3, &a, 0, workspace(), SIZE_MAX), FP8MOE_ERROR_INVALID_EXPERT_RANGE);
+  a.num_tokens = INT_MAX / 8; /* fits with S counted as 0 */
+  EXPECT(fp8moe_validate_args(&dsv3, &a, 0, workspace(), SIZE_MAX), FP8MOE_ERROR_INVALID_EXPERT_RANGE);
+}
+
+Test(validate, order_of_the_0_3_checks) {
+  /* the documented order (validate.h, docs/api.md): T, expert range (S with it), routing, T = 0, pointers,
+   * alignment, workspace */
+  fp8moe_args a = good_0_3();
+  a.num_shared_experts = -1;
+  a.num_tokens = -1;
+  EXPECT(run_nr(&dsv3, &a), FP8MOE_ERROR_INVALID_NUM_TOKENS); /* T before S */
+  a = good_0_3();
+  a.num_shared_experts = 9;
+  a.routing_method = 42;
+  a.shared_w1 = NULL;
+  EXPECT(run_nr(&dsv3, &a), FP8MOE_ERROR_INVALID_EXPERT_RANGE); /* S before the routing method and the pointers */
+  a = good_0_3();
+  a.routing_method = 42;
+  a.shared_w1 = NULL;
+  EXPECT(run_nr(&dsv3, &a), FP8MOE_ERROR_INVALID_ROUTING_METHOD); /* routing before pointers */
+  a = good_0_3();
+  a.shared_w2 = NULL;
+  a.w1 = at(3, 1);
+  EXPECT(run_nr(&dsv3, &a), FP8MOE_ERROR_NULL_ARGUMENT); /* pointers before alignment */
+  a = good_0_3();
+  a.shared_w2 = NULL;
+  a.output = NULL;
+  EXPECT(run_nr(&dsv3, &a), FP8MOE_ERROR_NULL_ARGUMENT);
+  a = good_0_3();
+  a.topk_ids_out = (int32_t *)at(21, 2);
+  EXPECT(fp8moe_validate_args(&dsv3, &a, 0, NULL, 0), FP8MOE_ERROR_MISALIGNED_POINTER); /* alignment before workspace */
+  a = good_0_3();
+  a.swiglu_alpha = (const float *)at(18, 1);
+  EXPECT(fp8moe_validate_args(&dsv3, &a, 0, workspace(), 0), FP8MOE_ERROR_MISALIGNED_POINTER);
+  a = good_0_3();
+  EXPECT(fp8moe_validate_args(&dsv3, &a, 0, workspace(), ws_total(&dsv3, a.num_tokens)),
+         FP8MOE_ERROR_WORKSPACE_TOO_SMALL); /* last */
+}
+
+Test(workspace, shared_layout_aligned_and_disjoint) {
+  static const int Ts[] = {0, 1, 2, 3, 5, 16, 127, 1000, 4096, 65537};
+  for (size_t ci = 0; ci < sizeof layout_configs / sizeof layout_configs[0]; ci++)
+    for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++)
+      for (int S = 1; S <= FP8MOE_MAX_SHARED_EXPERTS; S++) check_layout_shared(&layout_configs[ci], Ts[ti], S);
+  /* the bytes by hand for DeepSeek-V3, T = 1000, S = 1, against the 128-bit sum */
+  u128 need = need_u128_shared(&dsv3, 1000, 1), total = ws_total_shared(&dsv3, 1000, 1);
+  cr_assert(total >= need && total <= need + 11 * FP8MOE_WORKSPACE_ALIGN);
+  /* negative S is treated as 0 */
+  cr_assert_eq(ws_total_shared(&dsv3, 100, -3), ws_total(&dsv3, 100));
+  /* more shared experts never need less */
+  for (int S = 1; S <= FP8MOE_MAX_SHARED_EXPERTS; S++)
+    cr_assert_gt(ws_total_shared(&dsv3, 64, S), ws_total_shared(&dsv3, 64, S - 1));
 }

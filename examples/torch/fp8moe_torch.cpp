@@ -15,6 +15,20 @@
  * RuntimeError carrying fp8moe_status_string(). The argument names follow
  * FlashInfer's trtllm_fp8_block_scale_moe; fp8moe_torch.py adds the Python
  * signatures themselves (defaults, the arguments that do not apply).
+ *
+ * The 0.3 fields (SPEC section 5.1): gemm1_alpha / gemm1_beta /
+ * gemm1_clamp_limit (float32 [E_loc]) become fp8moe_args.swiglu_*; the
+ * shared experts (shared_w1 [S, 2I, H] fp8 and the three others; S is taken
+ * from the shape) become num_shared_experts and shared_*, and the workspace
+ * is then sized with name_workspace_size_shared; batch_invariant is passed
+ * on. Routing replay
+ * (non-routed only): FlashInfer's routing_replay_out is int16 [N, top_k],
+ * N >= T (a buffer sized for the largest batch; rows [0, T) are written);
+ * the library writes int32 ids, so an int16 buffer gets them through an
+ * int32 scratch tensor and one copy_ on the same stream (an int32 buffer,
+ * an fp8moe extension, is written directly). routing_replay_weights_out
+ * (fp8moe's, float32 [N, top_k]) receives the fp32 weights; fed back to
+ * routed_moe with the int32 ids they give the same output bit for bit.
  */
 #include <torch/extension.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -73,14 +87,15 @@ std::string cat(const A &...a) {
 struct Instance {
   int E, K, H, I;
   size_t (*workspace_size)(int);
+  size_t (*workspace_size_shared)(int, int);
   fp8moe_status (*run)(const fp8moe_args *, void *, size_t, fp8moe_stream);
   fp8moe_status (*run_routed)(const fp8moe_args *, void *, size_t, fp8moe_stream);
   fp8moe_status (*quantize)(const void *, int, void *, float *, fp8moe_stream);
 };
 
 #define FP8MOE_TORCH_ENTRY(i, E, K, H, I) \
-  {E, K, H, I, fp8moe_torch_i##i##_workspace_size, fp8moe_torch_i##i##_run, fp8moe_torch_i##i##_run_routed, \
-   fp8moe_torch_i##i##_quantize_activations},
+  {E, K, H, I, fp8moe_torch_i##i##_workspace_size, fp8moe_torch_i##i##_workspace_size_shared, \
+   fp8moe_torch_i##i##_run, fp8moe_torch_i##i##_run_routed, fp8moe_torch_i##i##_quantize_activations},
 const Instance kInstances[] = {FP8MOE_TORCH_SHAPES(FP8MOE_TORCH_ENTRY)};
 
 std::string shapes_text() {
@@ -118,6 +133,7 @@ auto f32_bf16_ok = [](const at::Tensor &t) {
   return t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16;
 };
 auto i32_ok = [](const at::Tensor &t) { return t.scalar_type() == at::kInt; };
+auto i16_i32_ok = [](const at::Tensor &t) { return t.scalar_type() == at::kShort || t.scalar_type() == at::kInt; };
 auto bf16_ok = [](const at::Tensor &t) { return t.scalar_type() == at::kBFloat16; };
 
 fp8moe_dtype dtype_of(const at::Tensor &t) {
@@ -129,6 +145,7 @@ struct Common {
   const Instance *inst;
   at::Device dev;
   int T;
+  int S;  /* shared experts */
   at::Tensor output;
   fp8moe_args args;
 };
@@ -163,7 +180,7 @@ Common prepare(const at::Tensor &hidden_states, const at::Tensor &hidden_states_
     out = at::empty({T, H}, hidden_states.options().dtype(at::kBFloat16));
   }
 
-  Common c{&inst, dev, (int)T, out, {}};
+  Common c{&inst, dev, (int)T, 0, out, {}};
   fp8moe_args &a = c.args;
   a.num_tokens = (int)T;
   a.local_expert_offset = (int)local_expert_offset;
@@ -179,6 +196,54 @@ Common prepare(const at::Tensor &hidden_states, const at::Tensor &hidden_states_
   return c;
 }
 
+/* The 0.3 fields both entry points take (SPEC section 5.1): the SwiGLU
+ * variant per local expert, the shared experts, batch invariance. */
+void apply_0_3(Common &c, const std::optional<at::Tensor> &gemm1_alpha, const std::optional<at::Tensor> &gemm1_beta,
+               const std::optional<at::Tensor> &gemm1_clamp_limit, const std::optional<at::Tensor> &shared_w1,
+               const std::optional<at::Tensor> &shared_w1_scale, const std::optional<at::Tensor> &shared_w2,
+               const std::optional<at::Tensor> &shared_w2_scale, bool batch_invariant) {
+  fp8moe_args &a = c.args;
+  const int64_t El = a.local_num_experts, H = c.inst->H, I = c.inst->I;
+  /* FlashInfer's shape is [local_num_experts + num_fused_shared_experts]; fused shared experts are not
+   * taken here, so it is [local_num_experts]: the routed local experts, in order */
+  if (gemm1_alpha.has_value()) {
+    check_arg(*gemm1_alpha, "gemm1_alpha", c.dev, f32_ok, "float32", {El});
+    a.swiglu_alpha = gemm1_alpha->data_ptr<float>();
+  }
+  if (gemm1_beta.has_value()) {
+    check_arg(*gemm1_beta, "gemm1_beta", c.dev, f32_ok, "float32", {El});
+    a.swiglu_beta = gemm1_beta->data_ptr<float>();
+  }
+  if (gemm1_clamp_limit.has_value()) {
+    check_arg(*gemm1_clamp_limit, "gemm1_clamp_limit", c.dev, f32_ok, "float32", {El});
+    a.swiglu_limit = gemm1_clamp_limit->data_ptr<float>();
+  }
+  const int given = (int)shared_w1.has_value() + (int)shared_w1_scale.has_value() + (int)shared_w2.has_value() +
+                    (int)shared_w2_scale.has_value();
+  FP8MOE_TORCH_CHECK(given == 0 || given == 4,
+                     "fp8moe: shared experts need all four of shared_w1, shared_w1_scale, shared_w2, shared_w2_scale");
+  if (given == 4) {
+    FP8MOE_TORCH_CHECK(shared_w1->dim() == 3, "fp8moe: shared_w1 must be [num_shared_experts, 2 * intermediate_size, "
+                       "hidden_size], has shape ", text(shared_w1->sizes()));
+    const int64_t S = shared_w1->size(0);
+    FP8MOE_TORCH_CHECK(S >= 0 && S <= FP8MOE_MAX_SHARED_EXPERTS, "fp8moe: ", S, " shared experts; at most ",
+                       FP8MOE_MAX_SHARED_EXPERTS, " are supported");
+    check_arg(*shared_w1, "shared_w1", c.dev, fp8_ok, "float8_e4m3fn", {S, 2 * I, H});
+    check_arg(*shared_w1_scale, "shared_w1_scale", c.dev, f32_ok, "float32", {S, 2 * I / 128, H / 128});
+    check_arg(*shared_w2, "shared_w2", c.dev, fp8_ok, "float8_e4m3fn", {S, H, I});
+    check_arg(*shared_w2_scale, "shared_w2_scale", c.dev, f32_ok, "float32", {S, H / 128, I / 128});
+    if (S > 0) { /* an empty [0, ...] set means none */
+      c.S = (int)S;
+      a.num_shared_experts = (int)S;
+      a.shared_w1 = shared_w1->data_ptr();
+      a.shared_w1_scale = shared_w1_scale->data_ptr<float>();
+      a.shared_w2 = shared_w2->data_ptr();
+      a.shared_w2_scale = shared_w2_scale->data_ptr<float>();
+    }
+  }
+  a.batch_invariant = batch_invariant ? 1 : 0;
+}
+
 /* Allocate the workspace on the current stream (caching allocator) and run. */
 at::Tensor launch(Common &c, bool routed) {
   const c10::cuda::CUDAGuard guard(c.dev);
@@ -187,7 +252,7 @@ at::Tensor launch(Common &c, bool routed) {
   size_t bytes = 0;
   at::Tensor ws_tensor;
   if (c.T > 0) {
-    bytes = c.inst->workspace_size(c.T);
+    bytes = c.S > 0 ? c.inst->workspace_size_shared(c.T, c.S) : c.inst->workspace_size(c.T);
     /* the allocator's blocks are 512-byte aligned; round up anyway, the
      * library wants FP8MOE_WORKSPACE_ALIGN */
     ws_tensor = at::empty({(int64_t)(bytes + FP8MOE_WORKSPACE_ALIGN)},
@@ -207,10 +272,18 @@ at::Tensor moe(const at::Tensor &routing_logits, const std::optional<at::Tensor>
                const at::Tensor &gemm2_weights_scale, int64_t num_experts, int64_t top_k, int64_t n_group,
                int64_t topk_group, int64_t intermediate_size, int64_t local_expert_offset, int64_t local_num_experts,
                double routed_scaling_factor, int64_t routing_method_type, bool enable_pdl,
-               const std::optional<at::Tensor> &output) {
+               const std::optional<at::Tensor> &output, const std::optional<at::Tensor> &gemm1_alpha,
+               const std::optional<at::Tensor> &gemm1_beta, const std::optional<at::Tensor> &gemm1_clamp_limit,
+               const std::optional<at::Tensor> &routing_replay_out,
+               const std::optional<at::Tensor> &routing_replay_weights_out,
+               const std::optional<at::Tensor> &shared_w1, const std::optional<at::Tensor> &shared_w1_scale,
+               const std::optional<at::Tensor> &shared_w2, const std::optional<at::Tensor> &shared_w2_scale,
+               bool batch_invariant) {
   Common c = prepare(hidden_states, hidden_states_scale, gemm1_weights, gemm1_weights_scale, gemm2_weights,
                      gemm2_weights_scale, num_experts, top_k, intermediate_size, local_expert_offset,
                      local_num_experts, enable_pdl, output);
+  apply_0_3(c, gemm1_alpha, gemm1_beta, gemm1_clamp_limit, shared_w1, shared_w1_scale, shared_w2, shared_w2_scale,
+            batch_invariant);
   check_arg(routing_logits, "routing_logits", c.dev, f32_bf16_ok, "float32 or bfloat16", {c.T, num_experts});
   fp8moe_args &a = c.args;
   a.routing_method = (int)routing_method_type;
@@ -224,7 +297,50 @@ at::Tensor moe(const at::Tensor &routing_logits, const std::optional<at::Tensor>
   a.n_group = (int)n_group;
   a.topk_group = (int)topk_group;
   a.routed_scaling_factor = (float)routed_scaling_factor;
-  return launch(c, false);
+
+  /* Routing replay. FlashInfer's routing_replay_out: int16, 2-D, [N, top_k] with N >= T (FlashInfer leaves N
+   * unchecked so that one buffer sized for the largest batch serves every step of a CUDA graph; here N < T is
+   * refused, since rows [0, T) are written), contiguous, on hidden_states' device: the global ids of the
+   * chosen experts, slot order = selection order. */
+  at::Tensor replay_ids32;  /* the library's int32 ids, when the caller's buffer is int16 */
+  if (routing_replay_out.has_value()) {
+    const at::Tensor &r = *routing_replay_out;
+    FP8MOE_TORCH_CHECK(r.is_cuda() && r.device() == c.dev, "fp8moe: routing_replay_out must be on ", c.dev,
+                       " (hidden_states' device), is on ", r.device());
+    FP8MOE_TORCH_CHECK(i16_i32_ok(r), "fp8moe: routing_replay_out must be int16 (as in FlashInfer) or int32, is ",
+                       r.scalar_type());
+    FP8MOE_TORCH_CHECK(r.dim() == 2 && r.size(1) == top_k && r.size(0) >= c.T,
+                       "fp8moe: routing_replay_out must have shape [N, top_k] with N >= num_tokens = ", c.T,
+                       ", top_k = ", top_k, "; has ", text(r.sizes()));
+    FP8MOE_TORCH_CHECK(r.is_contiguous(), "fp8moe: routing_replay_out must be contiguous (row-major)");
+    if (c.T > 0) {
+      if (r.scalar_type() == at::kInt) {
+        a.topk_ids_out = r.data_ptr<int32_t>();
+      } else {
+        replay_ids32 = at::empty({(int64_t)c.T, top_k}, r.options().dtype(at::kInt));
+        a.topk_ids_out = replay_ids32.data_ptr<int32_t>();
+      }
+    }
+  }
+  if (routing_replay_weights_out.has_value()) {
+    const at::Tensor &w = *routing_replay_weights_out;
+    FP8MOE_TORCH_CHECK(w.is_cuda() && w.device() == c.dev, "fp8moe: routing_replay_weights_out must be on ", c.dev,
+                       " (hidden_states' device), is on ", w.device());
+    FP8MOE_TORCH_CHECK(f32_ok(w), "fp8moe: routing_replay_weights_out must be float32, is ", w.scalar_type());
+    FP8MOE_TORCH_CHECK(w.dim() == 2 && w.size(1) == top_k && w.size(0) >= c.T,
+                       "fp8moe: routing_replay_weights_out must have shape [N, top_k] with N >= num_tokens = ", c.T,
+                       ", top_k = ", top_k, "; has ", text(w.sizes()));
+    FP8MOE_TORCH_CHECK(w.is_contiguous(), "fp8moe: routing_replay_weights_out must be contiguous (row-major)");
+    if (c.T > 0) a.topk_weights_out = w.data_ptr<float>();
+  }
+
+  at::Tensor out = launch(c, false);
+  if (replay_ids32.defined()) {
+    /* int32 -> int16 on the current stream, after the run (graph-capturable; ids < 512 fit) */
+    const c10::cuda::CUDAGuard guard(c.dev);
+    routing_replay_out->narrow(0, 0, (int64_t)c.T).copy_(replay_ids32);
+  }
+  return out;
 }
 
 at::Tensor routed_moe(const std::optional<at::Tensor> &topk_packed, const std::optional<at::Tensor> &topk_ids,
@@ -233,10 +349,16 @@ at::Tensor routed_moe(const std::optional<at::Tensor> &topk_packed, const std::o
                       const at::Tensor &gemm1_weights_scale, const at::Tensor &gemm2_weights,
                       const at::Tensor &gemm2_weights_scale, int64_t num_experts, int64_t top_k,
                       int64_t intermediate_size, int64_t local_expert_offset, int64_t local_num_experts,
-                      bool enable_pdl, const std::optional<at::Tensor> &output) {
+                      bool enable_pdl, const std::optional<at::Tensor> &output,
+                      const std::optional<at::Tensor> &gemm1_alpha, const std::optional<at::Tensor> &gemm1_beta,
+                      const std::optional<at::Tensor> &gemm1_clamp_limit, const std::optional<at::Tensor> &shared_w1,
+                      const std::optional<at::Tensor> &shared_w1_scale, const std::optional<at::Tensor> &shared_w2,
+                      const std::optional<at::Tensor> &shared_w2_scale, bool batch_invariant) {
   Common c = prepare(hidden_states, hidden_states_scale, gemm1_weights, gemm1_weights_scale, gemm2_weights,
                      gemm2_weights_scale, num_experts, top_k, intermediate_size, local_expert_offset,
                      local_num_experts, enable_pdl, output);
+  apply_0_3(c, gemm1_alpha, gemm1_beta, gemm1_clamp_limit, shared_w1, shared_w1_scale, shared_w2, shared_w2_scale,
+            batch_invariant);
   fp8moe_args &a = c.args;
   FP8MOE_TORCH_CHECK(topk_packed.has_value() != (topk_ids.has_value() || topk_weights.has_value()),
               "fp8moe: give either the packed top-k tensor or the (topk_ids, topk_weights) pair");
@@ -280,9 +402,13 @@ std::vector<std::tuple<int, int, int, int>> instances() {
   return v;
 }
 
-int64_t workspace_size(int64_t E, int64_t K, int64_t H, int64_t I, int64_t max_tokens) {
+int64_t workspace_size(int64_t E, int64_t K, int64_t H, int64_t I, int64_t max_tokens, int64_t num_shared_experts) {
   FP8MOE_TORCH_CHECK(max_tokens >= 0 && max_tokens <= INT_MAX, "fp8moe: max_tokens out of range");
-  return (int64_t)find_instance(E, K, H, I).workspace_size((int)max_tokens);
+  FP8MOE_TORCH_CHECK(num_shared_experts >= 0 && num_shared_experts <= FP8MOE_MAX_SHARED_EXPERTS,
+                     "fp8moe: num_shared_experts out of range [0, ", FP8MOE_MAX_SHARED_EXPERTS, "]");
+  const Instance &in = find_instance(E, K, H, I);
+  return (int64_t)(num_shared_experts > 0 ? in.workspace_size_shared((int)max_tokens, (int)num_shared_experts)
+                                          : in.workspace_size((int)max_tokens));
 }
 
 } // namespace
@@ -294,17 +420,27 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("gemm1_weights_scale"), py::arg("gemm2_weights"), py::arg("gemm2_weights_scale"),
         py::arg("num_experts"), py::arg("top_k"), py::arg("n_group"), py::arg("topk_group"),
         py::arg("intermediate_size"), py::arg("local_expert_offset"), py::arg("local_num_experts"),
-        py::arg("routed_scaling_factor"), py::arg("routing_method_type"), py::arg("enable_pdl"), py::arg("output"));
+        py::arg("routed_scaling_factor"), py::arg("routing_method_type"), py::arg("enable_pdl"), py::arg("output"),
+        py::arg("gemm1_alpha") = py::none(), py::arg("gemm1_beta") = py::none(),
+        py::arg("gemm1_clamp_limit") = py::none(), py::arg("routing_replay_out") = py::none(),
+        py::arg("routing_replay_weights_out") = py::none(), py::arg("shared_w1") = py::none(),
+        py::arg("shared_w1_scale") = py::none(), py::arg("shared_w2") = py::none(),
+        py::arg("shared_w2_scale") = py::none(), py::arg("batch_invariant") = false);
   m.def("routed_moe", &routed_moe, "routed: packed top-k, or ids + weights", py::arg("topk_packed"),
         py::arg("topk_ids"), py::arg("topk_weights"), py::arg("hidden_states"), py::arg("hidden_states_scale"),
         py::arg("gemm1_weights"), py::arg("gemm1_weights_scale"), py::arg("gemm2_weights"),
         py::arg("gemm2_weights_scale"), py::arg("num_experts"), py::arg("top_k"), py::arg("intermediate_size"),
-        py::arg("local_expert_offset"), py::arg("local_num_experts"), py::arg("enable_pdl"), py::arg("output"));
+        py::arg("local_expert_offset"), py::arg("local_num_experts"), py::arg("enable_pdl"), py::arg("output"),
+        py::arg("gemm1_alpha") = py::none(), py::arg("gemm1_beta") = py::none(),
+        py::arg("gemm1_clamp_limit") = py::none(), py::arg("shared_w1") = py::none(),
+        py::arg("shared_w1_scale") = py::none(), py::arg("shared_w2") = py::none(),
+        py::arg("shared_w2_scale") = py::none(), py::arg("batch_invariant") = false);
   m.def("quantize_activations", &quantize_activations,
         "bf16 [T, H] -> (float8_e4m3fn [T, H], float32 scales [H/128, T]), scale = max(amax/448, FLT_MIN)",
         py::arg("x"));
   m.def("instances", &instances, "the (E, K, H, I) shapes compiled in");
-  m.def("workspace_size", &workspace_size, "bytes of workspace for max_tokens tokens", py::arg("num_experts"),
-        py::arg("top_k"), py::arg("hidden_size"), py::arg("intermediate_size"), py::arg("max_tokens"));
+  m.def("workspace_size", &workspace_size, "bytes of workspace for max_tokens tokens (and num_shared_experts)",
+        py::arg("num_experts"), py::arg("top_k"), py::arg("hidden_size"), py::arg("intermediate_size"),
+        py::arg("max_tokens"), py::arg("num_shared_experts") = 0);
   m.def("status_string", [](int s) { return std::string(fp8moe_status_string((fp8moe_status)s)); });
 }

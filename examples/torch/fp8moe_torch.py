@@ -26,13 +26,39 @@ or None. Routed: topk_ids is int32 [T, K] packed ((id << 16) | bf16 bits of the
 weight, see pack_topk) or a pair (int32 ids [T, K], float32/bfloat16 weights
 [T, K]). The result is a new bfloat16 [T, H] tensor (or ``output``, filled).
 
+Taken as in FlashInfer (fp8moe 0.3, SPEC section 5.1):
+  - gemm1_alpha, gemm1_beta, gemm1_clamp_limit: float32 [local_num_experts]
+    CUDA tensors or None (defaults 1, 0, no clamp), per local expert: with
+    gate = GEMM1 rows [I, 2I) and up = rows [0, I), g = min(gate, limit),
+    u = clamp(up, -limit, limit), a = g * sigmoid(alpha * g) * (u + beta).
+    (FlashInfer's shape is [local_num_experts + num_fused_shared_experts];
+    fused shared experts are not taken here, see below.) Both entry points.
+  - routing_replay_out (non-routed): as FlashInfer has it, an int16 CUDA
+    tensor [N, top_k], N >= T (one buffer sized for the largest batch can
+    serve every call; FlashInfer does not check N, fp8moe refuses N < T),
+    contiguous; rows [0, T) receive the global ids of the chosen experts in
+    selection order. An int32 tensor is accepted too and is written directly.
+Added by fp8moe (keyword-only):
+  - routing_replay_weights_out (non-routed): float32 [N, top_k], N >= T: the
+    fp32 routing weights (routed_scaling_factor applied). The int32 ids and
+    these weights, given back to trtllm_fp8_block_scale_routed_moe as the
+    pair (ids, weights), reproduce the output bit for bit.
+  - shared_w1 float8_e4m3fn [S, 2I, H], shared_w1_scale float32 [S, 2I/128,
+    H/128], shared_w2 [S, H, I], shared_w2_scale [S, H/128, I/128] (all four
+    or none; S <= 8 from the shape): shared experts every token takes with
+    weight 1, added after the routed experts before the bf16 rounding. Under
+    expert parallelism pass them on one rank only. Both entry points.
+  - batch_invariant (bool): a token's output row is bitwise independent of
+    the rest of the batch (and of T). Both entry points.
+
 What does not apply is accepted with its default meaning and refused
 otherwise, with a ValueError / NotImplementedError that says why:
 use_shuffled_weight (must be False: plain row-major weights), weight_layout
 (0, MajorK, only), do_finalize (True only), fp8_quantization_type
-(DeepSeekFp8 only), activation_type (Swiglu only), num_fused_shared_experts,
-routing_replay_out, the SwiGLU alpha/beta/clamp and bias tensors, and the
-routed path's gemm1_lora_delta (None only); norm_topk_prob=False is refused for
+(DeepSeekFp8 only), activation_type (Swiglu only), num_fused_shared_experts
+(None or 0: pass the shared experts' weights as shared_w1... instead), the
+bias tensors gemm1_bias / gemm2_bias, and the routed path's gemm1_lora_delta
+(None only); norm_topk_prob=False is refused for
 the methods that normalize. tune_max_num_tokens (no autotuner here) and
 tile_tokens_dim (older FlashInfer; keyword only here) are ignored. enable_pdl
 is passed on (None: on for compute capability 9.0 and newer, as FlashInfer
@@ -167,9 +193,11 @@ def instances():
     return [tuple(s) for s in _ext().instances()]
 
 
-def workspace_size(num_experts, top_k, hidden_size, intermediate_size, max_tokens):
-    """Bytes of device workspace a call with max_tokens tokens allocates."""
-    return _ext().workspace_size(num_experts, top_k, hidden_size, intermediate_size, max_tokens)
+def workspace_size(num_experts, top_k, hidden_size, intermediate_size, max_tokens, num_shared_experts=0):
+    """Bytes of device workspace a call with max_tokens tokens (and
+    num_shared_experts shared experts) allocates."""
+    return _ext().workspace_size(num_experts, top_k, hidden_size, intermediate_size, max_tokens,
+                                 num_shared_experts)
 
 
 def quantize_activations(x):
@@ -203,7 +231,9 @@ def _check_not_applicable(use_shuffled_weight, weight_layout, do_finalize, fp8_q
         raise ValueError(f"fp8moe: activation_type={activation_type!r} is not supported; only Swiglu (3) is")
     for arg, value in must_be_none.items():
         if value is not None and not (arg == "num_fused_shared_experts" and int(value) == 0):
-            raise NotImplementedError(f"fp8moe: {arg} is not supported (pass None)")
+            hint = (" and give the shared experts' weights as shared_w1, shared_w1_scale, shared_w2, "
+                    "shared_w2_scale" if arg == "num_fused_shared_experts" else "")
+            raise NotImplementedError(f"fp8moe: {arg} is not supported (pass None{hint})")
 
 
 def _pdl(enable_pdl, x):
@@ -224,13 +254,16 @@ def trtllm_fp8_block_scale_moe(
     num_fused_shared_experts=None, activation_type=None, norm_topk_prob=True,
     routing_replay_out=None, gemm1_alpha=None, gemm1_beta=None, gemm1_clamp_limit=None,
     gemm1_bias=None, gemm2_bias=None, output=None, *, tile_tokens_dim=None,
+    routing_replay_weights_out=None, shared_w1=None, shared_w1_scale=None, shared_w2=None, shared_w2_scale=None,
+    batch_invariant=False,
 ):
     """Non-routed: router logits in, the routing method picks the top-k
-    (FlashInfer's trtllm_fp8_block_scale_moe). Returns bfloat16 [T, H]."""
+    (FlashInfer's trtllm_fp8_block_scale_moe). Returns bfloat16 [T, H].
+    routing_replay_out (int16 or int32 [N >= T, top_k]) and
+    routing_replay_weights_out (float32 [N >= T, top_k]) receive the chosen
+    ids and weights when given."""
     _check_not_applicable(use_shuffled_weight, weight_layout, do_finalize, fp8_quantization_type, activation_type,
                           {"num_fused_shared_experts": num_fused_shared_experts,
-                           "routing_replay_out": routing_replay_out, "gemm1_alpha": gemm1_alpha,
-                           "gemm1_beta": gemm1_beta, "gemm1_clamp_limit": gemm1_clamp_limit,
                            "gemm1_bias": gemm1_bias, "gemm2_bias": gemm2_bias})
     method = int(routing_method_type)
     if method not in {m.value for m in RoutingMethodType}:
@@ -246,7 +279,11 @@ def trtllm_fp8_block_scale_moe(
         0 if topk_group is None else int(topk_group), int(intermediate_size),
         int(local_expert_offset), int(local_num_experts),
         0.0 if routed_scaling_factor is None else float(routed_scaling_factor),  # 0 means 1.0
-        method, _pdl(enable_pdl, hidden_states), output)
+        method, _pdl(enable_pdl, hidden_states), output,
+        gemm1_alpha=gemm1_alpha, gemm1_beta=gemm1_beta, gemm1_clamp_limit=gemm1_clamp_limit,
+        routing_replay_out=routing_replay_out, routing_replay_weights_out=routing_replay_weights_out,
+        shared_w1=shared_w1, shared_w1_scale=shared_w1_scale, shared_w2=shared_w2, shared_w2_scale=shared_w2_scale,
+        batch_invariant=bool(batch_invariant))
 
 
 def trtllm_fp8_block_scale_routed_moe(
@@ -258,6 +295,7 @@ def trtllm_fp8_block_scale_routed_moe(
     enable_pdl=None, gemm1_lora_delta=None, output=None, tune_max_num_tokens=8192,
     fp8_quantization_type=None, activation_type=None, gemm1_alpha=None, gemm1_beta=None,
     gemm1_clamp_limit=None, *, tile_tokens_dim=None,
+    shared_w1=None, shared_w1_scale=None, shared_w2=None, shared_w2_scale=None, batch_invariant=False,
 ):
     """Routed: the top-k is given, packed int32 [T, K] or a pair (int32 ids,
     float32/bfloat16 weights), and used exactly as given (FlashInfer's
@@ -265,8 +303,7 @@ def trtllm_fp8_block_scale_routed_moe(
     routed_scaling_factor and routing_method_type are ignored. Returns
     bfloat16 [T, H]."""
     _check_not_applicable(use_shuffled_weight, weight_layout, do_finalize, fp8_quantization_type, activation_type,
-                          {"gemm1_lora_delta": gemm1_lora_delta, "gemm1_alpha": gemm1_alpha,
-                           "gemm1_beta": gemm1_beta, "gemm1_clamp_limit": gemm1_clamp_limit})
+                          {"gemm1_lora_delta": gemm1_lora_delta})
     if isinstance(topk_ids, (tuple, list)):
         if len(topk_ids) != 2:
             raise ValueError("fp8moe: the unpacked top-k is a pair (topk_ids, topk_weights)")
@@ -277,7 +314,10 @@ def trtllm_fp8_block_scale_routed_moe(
         packed, ids, weights, hidden_states, hidden_states_scale,
         gemm1_weights, gemm1_weights_scale, gemm2_weights, gemm2_weights_scale,
         int(num_experts), int(top_k), int(intermediate_size),
-        int(local_expert_offset), int(local_num_experts), _pdl(enable_pdl, hidden_states), output)
+        int(local_expert_offset), int(local_num_experts), _pdl(enable_pdl, hidden_states), output,
+        gemm1_alpha=gemm1_alpha, gemm1_beta=gemm1_beta, gemm1_clamp_limit=gemm1_clamp_limit,
+        shared_w1=shared_w1, shared_w1_scale=shared_w1_scale, shared_w2=shared_w2, shared_w2_scale=shared_w2_scale,
+        batch_invariant=bool(batch_invariant))
 
 
 moe = trtllm_fp8_block_scale_moe

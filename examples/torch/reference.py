@@ -1,6 +1,6 @@
 """reference.py - the fp8moe layer in plain PyTorch, step by step as SPEC
-sections 2 and 4 state it: the yardstick of test_torch.py, and a readable
-statement of the math for anyone porting a model.
+sections 2, 4 and 5.1 state it: the yardstick of test_torch.py, and a
+readable statement of the math for anyone porting a model.
 
     ids, weights, ambiguous = route(logits, bias, method, top_k, n_group, topk_group, scale)
     out = moe(hidden_states, hidden_states_scale, w1, w1_scale, w2, w2_scale,
@@ -12,6 +12,17 @@ activation to fp8 e4m3 per 128 columns with scale = max(amax / 448, FLT_MIN),
 GEMM2 in fp32, combine sum_k w_k * y_k in slot order in fp32, round to
 bfloat16. Slots whose expert is not in [local_expert_offset,
 local_expert_offset + E_loc) contribute nothing.
+
+The 0.3 fields (SPEC section 5.1), all optional:
+  - swiglu_alpha / swiglu_beta / swiglu_limit, fp32 [E_loc] (FlashInfer's
+    gemm1_alpha / gemm1_beta / gemm1_clamp_limit): with gate = GEMM1 rows
+    [I, 2I) and up = rows [0, I), g = min(gate, limit),
+    u = clamp(up, -limit, limit), a = g * sigmoid(alpha * g) * (u + beta);
+    the defaults (1, 0, no limit) give silu(gate) * up;
+  - shared = (w1, w1_scale, w2, w2_scale), each with a leading S: every token
+    takes each shared expert with weight 1 and the default SwiGLU; their
+    outputs are added after the routed slots, s = 0..S-1, before the bf16
+    rounding (a token with no local routed slot still gets them).
 
 Routing: ties go to the lower expert index (a stable sort). route() also
 flags tokens whose selection is ambiguous - the K-th and (K+1)-th keys (or,
@@ -122,12 +133,45 @@ def route(logits, bias, method, top_k, n_group=0, topk_group=0, routed_scaling_f
     return ids, weights, ambiguous
 
 
-def moe(hidden_states, hidden_states_scale, w1, w1_scale, w2, w2_scale, ids, weights, local_expert_offset=0):
-    """SPEC section 2 -> bfloat16 [T, H]. ids int [T, K] global expert ids,
-    weights [T, K] (used as fp32)."""
+def swiglu(gate, up, alpha=None, beta=None, limit=None):
+    """The gated activation of SPEC section 5.1, in fp32: g = min(gate, limit),
+    u = clamp(up, -limit, limit), g * sigmoid(alpha * g) * (u + beta),
+    written as fp8moe_swiglu() writes it (g / (1 + exp(-alpha g)) * (u + beta)).
+    alpha, beta, limit: None (1, 0, no clamp) or scalars / 0-d tensors."""
+    g, u = gate, up
+    if limit is not None:
+        g = torch.minimum(g, limit) if torch.is_tensor(limit) else g.clamp(max=limit)
+        u = torch.maximum(torch.minimum(u, limit), -limit) if torch.is_tensor(limit) else u.clamp(-limit, limit)
+    z = g if alpha is None else alpha * g
+    u = u if beta is None else u + beta
+    return g / (1.0 + torch.exp(-z)) * u
+
+
+def _expert(x, w1, w1_scale, w2, w2_scale, alpha=None, beta=None, limit=None, stats=None):
+    """One expert on the rows x (fp32 [n, H], dequantized): SPEC section 2
+    steps 2-5 -> fp32 [n, H]. stats (a dict or None) counts the clamped
+    gate and up values."""
+    I = w1.shape[0] // 2
+    g = x @ dequantize_weight(w1, w1_scale).t()  # [n, 2I]
+    up, gate = g[:, :I], g[:, I:]
+    if stats is not None and limit is not None:
+        stats["clamped_gate"] = stats.get("clamped_gate", 0) + int((gate > limit).sum())
+        stats["clamped_up"] = stats.get("clamped_up", 0) + int((up.abs() > limit).sum())
+        stats["values"] = stats.get("values", 0) + up.numel()
+    a = swiglu(gate, up, alpha, beta, limit)
+    aq, ascale = quantize_blocks(a)
+    ad = aq.float() * ascale.repeat_interleave(BLOCK, dim=1)
+    return ad @ dequantize_weight(w2, w2_scale).t()
+
+
+def moe(hidden_states, hidden_states_scale, w1, w1_scale, w2, w2_scale, ids, weights, local_expert_offset=0,
+        swiglu_alpha=None, swiglu_beta=None, swiglu_limit=None, shared=None, stats=None):
+    """SPEC sections 2 and 5.1 -> bfloat16 [T, H]. ids int [T, K] global
+    expert ids, weights [T, K] (used as fp32); swiglu_*: fp32 [E_loc] or
+    None; shared: (w1 [S, 2I, H], w1_scale, w2 [S, H, I], w2_scale) or None;
+    stats: a dict that receives how many SwiGLU inputs the limits clamped."""
     T, H = hidden_states.shape
-    E_loc, two_I, _ = w1.shape
-    I = two_I // 2
+    E_loc = w1.shape[0]
     K = ids.shape[1]
     x = hidden_states.float() * hidden_states_scale.t().repeat_interleave(BLOCK, dim=1)
     local = ids.long() - local_expert_offset
@@ -135,23 +179,27 @@ def moe(hidden_states, hidden_states_scale, w1, w1_scale, w2, w2_scale, ids, wei
     y = torch.zeros(T, K, H, dtype=torch.float32, device=x.device)
     for e in torch.unique(local[is_local]).tolist():
         t_idx, k_idx = torch.nonzero(local == e, as_tuple=True)
-        g = x[t_idx] @ dequantize_weight(w1[e], w1_scale[e]).t()  # [n, 2I]
-        up, gate = g[:, :I], g[:, I:]
-        a = gate / (1.0 + torch.exp(-gate)) * up                 # silu(gate) * up
-        aq, ascale = quantize_blocks(a)
-        ad = aq.float() * ascale.repeat_interleave(BLOCK, dim=1)
-        y[t_idx, k_idx] = ad @ dequantize_weight(w2[e], w2_scale[e]).t()
+        y[t_idx, k_idx] = _expert(x[t_idx], w1[e], w1_scale[e], w2[e], w2_scale[e],
+                                  None if swiglu_alpha is None else swiglu_alpha[e].float(),
+                                  None if swiglu_beta is None else swiglu_beta[e].float(),
+                                  None if swiglu_limit is None else swiglu_limit[e].float(), stats)
     out = torch.zeros(T, H, dtype=torch.float32, device=x.device)
     w = weights.float()
     for k in range(K):  # slot order
         out = out + torch.where(is_local[:, k : k + 1], w[:, k : k + 1] * y[:, k], torch.zeros_like(out))
+    if shared is not None:
+        sw1, sw1s, sw2, sw2s = shared
+        for s in range(sw1.shape[0]):  # index order, weight 1, default SwiGLU
+            out = out + _expert(x, sw1[s], sw1s[s], sw2[s], sw2s[s])
     return out.to(torch.bfloat16)
 
 
 def layer(routing_logits, routing_bias, hidden_states, hidden_states_scale, w1, w1_scale, w2, w2_scale,
-          top_k, n_group, topk_group, local_expert_offset, routed_scaling_factor, routing_method_type):
+          top_k, n_group, topk_group, local_expert_offset, routed_scaling_factor, routing_method_type,
+          swiglu_alpha=None, swiglu_beta=None, swiglu_limit=None, shared=None, stats=None):
     """The whole non-routed layer: route, then moe. Returns (out, ambiguous)."""
     ids, weights, ambiguous = route(routing_logits, routing_bias, routing_method_type, top_k, n_group or 0,
                                     topk_group or 0, routed_scaling_factor or 0.0)
-    out = moe(hidden_states, hidden_states_scale, w1, w1_scale, w2, w2_scale, ids, weights, local_expert_offset)
+    out = moe(hidden_states, hidden_states_scale, w1, w1_scale, w2, w2_scale, ids, weights, local_expert_offset,
+              swiglu_alpha, swiglu_beta, swiglu_limit, shared, stats)
     return out, ambiguous

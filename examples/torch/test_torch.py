@@ -17,7 +17,15 @@ section 6) over the tokens whose routing is not ambiguous:
   - the activation quantizer, bit for bit against the reference rule;
   - T = 0, a CUDA graph capture replayed on new data (equal to an eager
     run, bit for bit), and the errors: an unknown shape, the FlashInfer
-    arguments that do not apply, a library status turned RuntimeError.
+    arguments that do not apply, a library status turned RuntimeError;
+  - the 0.3 arguments (SPEC section 5.1): gemm1_alpha / gemm1_beta /
+    gemm1_clamp_limit per expert with limits that clamp, on both entry
+    points and an expert-parallel shard; routing_replay_out (int16, as in
+    FlashInfer, and int32) with routing_replay_weights_out, replayed through
+    the routed entry point bit for bit; shared experts (shared_w1...) on
+    both entry points and split over two expert-parallel ranks; batch
+    invariance of one probe token across batch sizes; a CUDA graph with all
+    of them; their argument errors.
 and times fp8moe against the reference implementation (CUDA events,
 median). The seed is printed; FP8MOE_SEED=<n> repeats a run. The last line
 is "N passed, N failed"; the exit status is 1 if anything failed.
@@ -284,6 +292,330 @@ def error_cases(W):
     check("FlashInfer-only arguments with their default meaning are accepted", out.shape == (T, H))
 
 
+# ---- the 0.3 arguments (SPEC section 5.1) ----------------------------------
+
+
+def swiglu_params(count, clamp=True):
+    """Per-expert SwiGLU coefficients, all different: alpha in [0.5, 2.5],
+    beta in [-1, 1], limit in [0.25, 1.25] (about the size of GEMM1's
+    outputs here, so a good share is clamped) or inf for every fourth."""
+    alpha = 0.5 + 2.0 * torch.rand(count, device=DEV)
+    beta = 2.0 * torch.rand(count, device=DEV) - 1.0
+    limit = None
+    if clamp:
+        limit = 0.25 + torch.rand(count, device=DEV)
+        limit[3::4] = float("inf")
+    return alpha, beta, limit
+
+
+def shared_weights(W, S):
+    """S shared experts in W's shape, as (w1, w1_scale, w2, w2_scale)."""
+    if S == 0:
+        return None
+    sw = Weights((S, W.K, W.H, W.I))
+    return sw.w1, sw.w1s, sw.w2, sw.w2s
+
+
+def shared_kwargs(shared):
+    if shared is None:
+        return {}
+    return dict(shared_w1=shared[0], shared_w1_scale=shared[1], shared_w2=shared[2], shared_w2_scale=shared[3])
+
+
+def swiglu_case(W, T, routed, offset=0, count=None, which="alpha+beta+limit"):
+    E, K, H, I = W.E, W.K, W.H, W.I
+    count = E if count is None else count
+    name = (f"{'routed_moe' if routed else 'moe'} SwiGLU variant ({which}) E={E} K={K} T={T}"
+            + (f" EP {count}@{offset}" if count != E else ""))
+    alpha, beta, limit = swiglu_params(count)
+    alpha = alpha if "alpha" in which else None
+    beta = beta if "beta" in which else None
+    limit = limit if "limit" in which else None
+    x, xs = activations(T, H)
+    w1, w1s, w2, w2s = W.shard(offset, count)
+    stats = {}
+    if routed:
+        ids = torch.rand(T, E, device=DEV).argsort(dim=-1)[:, :K].to(torch.int32).contiguous()
+        w = 0.05 + torch.rand(T, K, device=DEV) / K
+        out = fm.trtllm_fp8_block_scale_routed_moe(
+            (ids, w), None, x, xs, w1, w1s, w2, w2s, num_experts=E, top_k=K, n_group=None, topk_group=None,
+            intermediate_size=I, local_expert_offset=offset, local_num_experts=count, routed_scaling_factor=None,
+            gemm1_alpha=alpha, gemm1_beta=beta, gemm1_clamp_limit=limit)
+        torch.cuda.synchronize()
+        expect = ref.moe(x, xs, w1, w1s, w2, w2s, ids, w, offset, alpha, beta, limit, stats=stats)
+        plain = ref.moe(x, xs, w1, w1s, w2, w2s, ids, w, offset)
+        keep = None
+    else:
+        logits = 2 * torch.randn(T, E, device=DEV)
+        out = fm.trtllm_fp8_block_scale_moe(
+            logits, None, x, xs, w1, w1s, w2, w2s, num_experts=E, top_k=K, n_group=None, topk_group=None,
+            intermediate_size=I, local_expert_offset=offset, local_num_experts=count, routed_scaling_factor=None,
+            routing_method_type=1, gemm1_alpha=alpha, gemm1_beta=beta, gemm1_clamp_limit=limit)
+        torch.cuda.synchronize()
+        expect, ambiguous = ref.layer(logits, None, x, xs, w1, w1s, w2, w2s, K, 0, 0, offset, 0.0, 1,
+                                      alpha, beta, limit, stats=stats)
+        plain, _ = ref.layer(logits, None, x, xs, w1, w1s, w2, w2s, K, 0, 0, offset, 0.0, 1)
+        keep = ~ambiguous
+    err = rel_l2(out, expect, keep)
+    moved = rel_l2(plain, expect, keep)  # how far the coefficients move the result
+    finite = bool(torch.isfinite(out).all())
+    ok = err <= TOL and finite and moved > 3 * TOL
+    detail = f"rel L2 {err:.3e}, the variant moves the output by {moved:.2f}" + ("" if finite else ", NOT FINITE")
+    if limit is not None:
+        frac_g = stats.get("clamped_gate", 0) / max(stats.get("values", 1), 1)
+        frac_u = stats.get("clamped_up", 0) / max(stats.get("values", 1), 1)
+        ok = ok and 0.02 < frac_g < 0.9 and 0.02 < frac_u < 0.9
+        detail += f", clamped {frac_g:.0%} of gates and {frac_u:.0%} of ups"
+    check(name, ok, detail)
+
+
+def replay_case(W, T, method, n_group=0, topk_group=0, scale=0.0, S=1):
+    """name_run with routing_replay_out (FlashInfer's int16, and int32) and
+    routing_replay_weights_out, then the routed entry point with them: the
+    same output bit for bit, with the SwiGLU variant and shared experts on."""
+    E, K, H, I = W.E, W.K, W.H, W.I
+    name = f"routing replay {fm.RoutingMethodType(method).name} E={E} K={K} T={T} S={S}"
+    logits = 2 * torch.randn(T, E, device=DEV)
+    bias = 0.5 * torch.randn(E, device=DEV) if method == 2 else None
+    x, xs = activations(T, H)
+    alpha, beta, limit = swiglu_params(E)
+    shared = shared_weights(W, S)
+    common = dict(num_experts=E, top_k=K, n_group=n_group or None, topk_group=topk_group or None,
+                  intermediate_size=I, local_expert_offset=0, local_num_experts=E,
+                  routed_scaling_factor=scale or None, gemm1_alpha=alpha, gemm1_beta=beta,
+                  gemm1_clamp_limit=limit, **shared_kwargs(shared))
+    pad = 5  # a buffer sized for a larger batch: rows T.. stay untouched
+    replay16 = torch.full((T + pad, K), -7, dtype=torch.int16, device=DEV)
+    replay32 = torch.full((T, K), -7, dtype=torch.int32, device=DEV)
+    wout = torch.full((T + pad, K), float("nan"), dtype=torch.float32, device=DEV)
+    out16 = fm.trtllm_fp8_block_scale_moe(logits, bias, x, xs, W.w1, W.w1s, W.w2, W.w2s,
+                                          routing_method_type=method, routing_replay_out=replay16, **common)
+    out32 = fm.trtllm_fp8_block_scale_moe(logits, bias, x, xs, W.w1, W.w1s, W.w2, W.w2s,
+                                          routing_method_type=method, routing_replay_out=replay32,
+                                          routing_replay_weights_out=wout, **common)
+    routed_kw = {k: v for k, v in common.items() if k not in ("n_group", "topk_group", "routed_scaling_factor")}
+    outr = fm.trtllm_fp8_block_scale_routed_moe((replay32, wout[:T]), None, x, xs, W.w1, W.w1s, W.w2, W.w2s,
+                                                n_group=None, topk_group=None, routed_scaling_factor=None,
+                                                **routed_kw)
+    torch.cuda.synchronize()
+    ids, weights, ambiguous = ref.route(logits, bias, method, K, n_group, topk_group, scale)
+    keep = ~ambiguous
+    same_replay = torch.equal(outr, out32)
+    same_16_32 = torch.equal(replay16[:T].to(torch.int32), replay32) and torch.equal(out16, out32)
+    untouched = bool((replay16[T:] == -7).all()) and bool(torch.isnan(wout[T:]).all())
+    ids_ok = torch.equal(replay32.long()[keep], ids[keep])
+    w_err = ((wout[:T] - weights).abs() / weights.abs().clamp(min=1e-30))[keep].max().item() if int(keep.sum()) else 0
+    ok = same_replay and same_16_32 and untouched and ids_ok and w_err <= 1e-5
+    detail = (f"replay {'== run, bit for bit' if same_replay else 'DIFFERS (rel L2 %.3e)' % rel_l2(outr, out32)}; "
+              f"int16 {'== int32' if same_16_32 else 'DIFFERS from int32'}; rows >= T "
+              f"{'untouched' if untouched else 'WRITTEN'}; ids {'== reference' if ids_ok else 'DIFFER from reference'}"
+              f" ({int(keep.sum())} of {T} unambiguous tokens), weights within {w_err:.1e}")
+    if method == 2:
+        sums = wout[:T].sum(-1)
+        sum_ok = bool(((sums - (scale or 1.0)).abs() <= 1e-4 * (scale or 1.0)).all())
+        ok = ok and sum_ok
+        detail += f", weights sum to the scaling factor {'yes' if sum_ok else 'NO'}"
+    check(name, ok, detail)
+
+
+def shared_case(W, T, S, routed):
+    E, K, H, I = W.E, W.K, W.H, W.I
+    name = f"{'routed_moe' if routed else 'moe'} shared experts S={S} E={E} K={K} T={T}"
+    shared = shared_weights(W, S)
+    x, xs = activations(T, H)
+    alpha, beta, limit = swiglu_params(E)  # the routed experts' variant; the shared ones use the defaults
+    kw = dict(num_experts=E, top_k=K, n_group=None, topk_group=None, intermediate_size=I, local_expert_offset=0,
+              local_num_experts=E, routed_scaling_factor=None, gemm1_alpha=alpha, gemm1_beta=beta,
+              gemm1_clamp_limit=limit, **shared_kwargs(shared))
+    if routed:
+        ids = torch.rand(T, E, device=DEV).argsort(dim=-1)[:, :K].to(torch.int32).contiguous()
+        w = 0.05 + torch.rand(T, K, device=DEV) / K
+        out = fm.trtllm_fp8_block_scale_routed_moe(fm.pack_topk(ids, w), None, x, xs, W.w1, W.w1s, W.w2, W.w2s, **kw)
+        w = w.to(torch.bfloat16).float()  # what the packed form carries
+        keep = None
+    else:
+        logits = 2 * torch.randn(T, E, device=DEV)
+        out = fm.trtllm_fp8_block_scale_moe(logits, None, x, xs, W.w1, W.w1s, W.w2, W.w2s, routing_method_type=1,
+                                            **kw)
+        ids, w, ambiguous = ref.route(logits, None, 1, K)
+        keep = ~ambiguous
+    torch.cuda.synchronize()
+    expect = ref.moe(x, xs, W.w1, W.w1s, W.w2, W.w2s, ids, w, 0, alpha, beta, limit, shared)
+    without = ref.moe(x, xs, W.w1, W.w1s, W.w2, W.w2s, ids, w, 0, alpha, beta, limit)
+    err = rel_l2(out, expect, keep)
+    moved = rel_l2(without, expect, keep)  # how far the shared experts move the result
+    finite = bool(torch.isfinite(out).all())
+    check(name, err <= TOL and finite and moved > 3 * TOL,
+          f"rel L2 {err:.3e}, the shared experts move the output by {moved:.2f}" + ("" if finite else ", NOT FINITE"))
+
+
+def shared_ep_case(W, T, S=2):
+    """Two expert-parallel ranks, the shared experts on rank 0 only: each rank
+    matches its reference (tokens with no local slot get exactly the shared
+    experts on rank 0 and zeros on rank 1), and the sum matches one rank."""
+    E, K, H, I = W.E, W.K, W.H, W.I
+    half = E // 2
+    name = f"shared experts S={S} over 2 EP ranks E={E} K={K} T={T}"
+    shared = shared_weights(W, S)
+    x, xs = activations(T, H)
+    logits = 2 * torch.randn(T, E, device=DEV)
+    logits[0, half:] -= 100.0  # token 0 routes to rank 0 only
+    outs, errs = [], []
+    for rank, offset in enumerate((0, half)):
+        w1, w1s, w2, w2s = W.shard(offset, half)
+        sh = shared if rank == 0 else None
+        out = fm.trtllm_fp8_block_scale_moe(
+            logits, None, x, xs, w1, w1s, w2, w2s, num_experts=E, top_k=K, n_group=None, topk_group=None,
+            intermediate_size=I, local_expert_offset=offset, local_num_experts=half, routed_scaling_factor=None,
+            routing_method_type=1, output=torch.full((T, H), float("nan"), dtype=torch.bfloat16, device=DEV),
+            **shared_kwargs(sh))
+        torch.cuda.synchronize()
+        expect, ambiguous = ref.layer(logits, None, x, xs, w1, w1s, w2, w2s, K, 0, 0, offset, 0.0, 1, shared=sh)
+        outs.append(out)
+        errs.append(rel_l2(out, expect, ~ambiguous))
+    full, ambiguous = ref.layer(logits, None, x, xs, W.w1, W.w1s, W.w2, W.w2s, K, 0, 0, 0, 0.0, 1, shared=shared)
+    summed = outs[0].float() + outs[1].float()
+    err_sum = rel_l2(summed, full, ~ambiguous)
+    token0_rank1_zero = bool((outs[1][0] == 0).all())
+    ok = max(errs) <= TOL and err_sum <= TOL and token0_rank1_zero and bool(torch.isfinite(summed).all())
+    check(name, ok, f"rank errors {errs[0]:.3e} {errs[1]:.3e}, sum vs one rank {err_sum:.3e}, token 0 on rank 1 "
+                    f"{'all 0' if token0_rank1_zero else 'NOT 0'}")
+
+
+def batch_invariance_case(W, S=1):
+    """batch_invariant=True: one probe token's output row is the same bit for
+    bit whatever the batch around it (sizes 1 .. 1024, the probe anywhere),
+    on both entry points, with the SwiGLU variant and shared experts on."""
+    E, K, H, I = W.E, W.K, W.H, W.I
+    x0, xs0 = activations(1, H)
+    logits0 = 2 * torch.randn(1, E, device=DEV)
+    ids0 = torch.rand(1, E, device=DEV).argsort(dim=-1)[:, :K].to(torch.int32)
+    w0 = 0.05 + torch.rand(1, K, device=DEV) / K
+    alpha, beta, limit = swiglu_params(E)
+    shared = shared_weights(W, S)
+    kw = dict(num_experts=E, top_k=K, n_group=None, topk_group=None, intermediate_size=I, local_expert_offset=0,
+              local_num_experts=E, routed_scaling_factor=None, gemm1_alpha=alpha, gemm1_beta=beta,
+              gemm1_clamp_limit=limit, batch_invariant=True, **shared_kwargs(shared))
+    for routed in (False, True):
+        rows, sizes = [], (1, 3, 16, 64, 200, 1024)
+        for T in sizes:
+            p = int(torch.randint(0, T, (1,)))
+            x, xs = activations(T, H)
+            x[p], xs[:, p] = x0[0], xs0[:, 0]
+            if routed:
+                ids = torch.rand(T, E, device=DEV).argsort(dim=-1)[:, :K].to(torch.int32)
+                w = 0.05 + torch.rand(T, K, device=DEV) / K
+                ids[p], w[p] = ids0[0], w0[0]
+                out = fm.trtllm_fp8_block_scale_routed_moe((ids.contiguous(), w), None, x, xs, W.w1, W.w1s, W.w2,
+                                                           W.w2s, **kw)
+            else:
+                logits = 2 * torch.randn(T, E, device=DEV)
+                logits[p] = logits0[0]
+                out = fm.trtllm_fp8_block_scale_moe(logits, None, x, xs, W.w1, W.w1s, W.w2, W.w2s,
+                                                    routing_method_type=1, **kw)
+            rows.append(out[p].clone())
+        torch.cuda.synchronize()
+        same = all(torch.equal(r, rows[0]) for r in rows)
+        differing = [sizes[i] for i, r in enumerate(rows) if not torch.equal(r, rows[0])]
+        check(f"batch_invariant: probe token row over T={sizes} ({'routed_moe' if routed else 'moe'}, S={S})", same,
+              "bit for bit the same" if same else f"differs at T={differing}")
+
+
+def graph_case_0_3(W, T=48):
+    """A non-routed call with every 0.3 argument (int16 replay buffer, replay
+    weights, SwiGLU variant, shared experts, batch_invariant) in a CUDA graph,
+    replayed on new data: output and replay buffers equal to an eager run."""
+    E, K, H, I = W.E, W.K, W.H, W.I
+    alpha, beta, limit = swiglu_params(E)
+    shared = shared_weights(W, 2)
+    logits = 2 * torch.randn(T, E, device=DEV)
+    x, xs = activations(T, H)
+    replay16 = torch.zeros(T, K, dtype=torch.int16, device=DEV)
+    wout = torch.zeros(T, K, device=DEV)
+
+    def run(logits, x, xs, replay, wo):
+        return fm.trtllm_fp8_block_scale_moe(
+            logits, None, x, xs, W.w1, W.w1s, W.w2, W.w2s, num_experts=E, top_k=K, n_group=None, topk_group=None,
+            intermediate_size=I, local_expert_offset=0, local_num_experts=E, routed_scaling_factor=None,
+            routing_method_type=1, gemm1_alpha=alpha, gemm1_beta=beta, gemm1_clamp_limit=limit,
+            routing_replay_out=replay, routing_replay_weights_out=wo, batch_invariant=True, **shared_kwargs(shared))
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run(logits, x, xs, replay16, wout)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = run(logits, x, xs, replay16, wout)
+    new_logits, (new_x, new_xs) = 2 * torch.randn(T, E, device=DEV), activations(T, H)
+    logits.copy_(new_logits)
+    x.copy_(new_x)
+    xs.copy_(new_xs)
+    graph.replay()
+    torch.cuda.synchronize()
+    e_replay, e_w = torch.zeros_like(replay16), torch.zeros_like(wout)
+    eager = run(new_logits, new_x, new_xs, e_replay, e_w)
+    torch.cuda.synchronize()
+    ok = torch.equal(out, eager) and torch.equal(replay16, e_replay) and torch.equal(wout, e_w)
+    check(f"CUDA graph with the 0.3 arguments (T={T})", ok,
+          "output and replay buffers == eager run, bit for bit" if ok else
+          f"differs from eager (output rel L2 {rel_l2(out, eager):.3e}, ids "
+          f"{'equal' if torch.equal(replay16, e_replay) else 'DIFFER'})")
+
+
+def error_cases_0_3(W):
+    E, K, H, I = W.E, W.K, W.H, W.I
+    T = 16
+    x, xs = activations(T, H)
+    logits = torch.randn(T, E, device=DEV)
+    alpha, beta, limit = swiglu_params(E)
+    sh = shared_weights(W, 1)
+
+    def call(**kw):
+        a = dict(routing_logits=logits, routing_bias=None, hidden_states=x, hidden_states_scale=xs,
+                 gemm1_weights=W.w1, gemm1_weights_scale=W.w1s, gemm2_weights=W.w2, gemm2_weights_scale=W.w2s,
+                 num_experts=E, top_k=K, n_group=None, topk_group=None, intermediate_size=I, local_expert_offset=0,
+                 local_num_experts=E, routed_scaling_factor=None, routing_method_type=1)
+        a.update(kw)
+        return fm.trtllm_fp8_block_scale_moe(**a)
+
+    expect_raise("error: gemm1_alpha of the wrong length", RuntimeError,
+                 lambda: call(gemm1_alpha=torch.ones(E + 1, device=DEV)), "gemm1_alpha must have shape")
+    expect_raise("error: gemm1_clamp_limit in bfloat16", RuntimeError,
+                 lambda: call(gemm1_clamp_limit=limit.to(torch.bfloat16)), "gemm1_clamp_limit must be float32")
+    expect_raise("error: gemm1_beta on the CPU", RuntimeError, lambda: call(gemm1_beta=beta.cpu()),
+                 "gemm1_beta must be on")
+    expect_raise("error: shared_w1 without the other shared tensors", RuntimeError,
+                 lambda: call(shared_w1=sh[0]), "all four")
+    expect_raise("error: shared_w2 of another intermediate size", RuntimeError,
+                 lambda: call(**shared_kwargs((sh[0], sh[1], sh[2][:, :, :128].contiguous(), sh[3]))),
+                 "shared_w2 must have shape")
+    nine = (torch.empty(9, 2 * I, H, dtype=FP8, device=DEV), torch.ones(9, 2 * I // 128, H // 128, device=DEV),
+            torch.empty(9, H, I, dtype=FP8, device=DEV), torch.ones(9, H // 128, I // 128, device=DEV))
+    expect_raise("error: 9 shared experts", RuntimeError, lambda: call(**shared_kwargs(nine)), "at most 8")
+    expect_raise("error: routing_replay_out in float32", RuntimeError,
+                 lambda: call(routing_replay_out=torch.zeros(T, K, device=DEV)), "routing_replay_out must be int16")
+    expect_raise("error: routing_replay_out with fewer rows than tokens", RuntimeError,
+                 lambda: call(routing_replay_out=torch.zeros(T - 1, K, dtype=torch.int16, device=DEV)),
+                 "routing_replay_out must have shape")
+    expect_raise("error: routing_replay_weights_out of the wrong width", RuntimeError,
+                 lambda: call(routing_replay_weights_out=torch.zeros(T, K + 1, device=DEV)),
+                 "routing_replay_weights_out must have shape")
+    expect_raise("error: num_fused_shared_experts=1", NotImplementedError,
+                 lambda: call(num_fused_shared_experts=1), "num_fused_shared_experts")
+    # T = 0 with every 0.3 argument: nothing to do, nothing refused
+    x0, xs0 = activations(0, H)
+    out = call(routing_logits=torch.empty(0, E, device=DEV), hidden_states=x0, hidden_states_scale=xs0,
+               gemm1_alpha=alpha, gemm1_beta=beta, gemm1_clamp_limit=limit,
+               routing_replay_out=torch.empty(0, K, dtype=torch.int16, device=DEV),
+               routing_replay_weights_out=torch.empty(0, K, device=DEV), batch_invariant=True, **shared_kwargs(sh))
+    check("T=0 with the 0.3 arguments", out.shape == (0, H), f"shape {tuple(out.shape)}")
+    # workspace_size grows with the shared experts
+    w0, w2 = fm.workspace_size(E, K, H, I, 64), fm.workspace_size(E, K, H, I, 64, num_shared_experts=2)
+    check("workspace_size(num_shared_experts=2) > workspace_size()", w2 > w0, f"{w2} vs {w0} bytes")
+
+
 def main():
     if not torch.cuda.is_available():
         print("test_torch: no CUDA device; nothing to run")
@@ -325,6 +657,21 @@ def main():
     guarded("T=0", lambda: empty_case(small))
     guarded("CUDA graph", lambda: graph_case(small))
     guarded("errors", lambda: error_cases(small))
+    # the 0.3 arguments
+    for routed in (False, True):
+        guarded("SwiGLU variant", lambda: swiglu_case(small, 256, routed))
+        guarded("SwiGLU variant EP", lambda: swiglu_case(small, 256, routed, offset=8, count=16))
+        guarded("shared experts", lambda: shared_case(small, 256, 2, routed))
+    guarded("SwiGLU alpha only", lambda: swiglu_case(small, 64, False, which="alpha"))
+    guarded("SwiGLU beta + limit", lambda: swiglu_case(small, 64, True, which="beta+limit"))
+    guarded("shared experts S=8", lambda: shared_case(small, 64, 8, False))
+    guarded("shared experts EP", lambda: shared_ep_case(small, 256))
+    for T in (16, 512):
+        guarded("replay DeepSeekV3", lambda: replay_case(small, T, 2, 4, 2, 2.5))
+        guarded("replay Renormalize", lambda: replay_case(small, T, 1, S=0))
+    guarded("batch invariance", lambda: batch_invariance_case(small))
+    guarded("CUDA graph 0.3", lambda: graph_case_0_3(small))
+    guarded("errors 0.3", lambda: error_cases_0_3(small))
     del small
     torch.cuda.empty_cache()
 
@@ -337,6 +684,8 @@ def main():
         guarded("DeepSeek-V3 routed", lambda: routed_case(big, T, "packed", time_it=True))
     guarded("DeepSeek-V3 EP shard", lambda: nonrouted_case(big, 512, 2, 8, 4, 2.5, bias_dtype=torch.bfloat16,
                                                            offset=64, count=32, nan_output=True, time_it=True))
+    guarded("DeepSeek-V3 replay + shared expert", lambda: replay_case(big, 128, 2, 8, 4, 2.5, S=1))
+    guarded("DeepSeek-V3 batch invariance", lambda: batch_invariance_case(big))
 
     passed = sum(ok for ok, _, _ in results)
     failed = len(results) - passed

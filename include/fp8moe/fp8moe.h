@@ -68,7 +68,7 @@ typedef struct CUstream_st *fp8moe_stream;
 typedef enum fp8moe_status {
   FP8MOE_OK = 0,
   FP8MOE_ERROR_NULL_ARGUMENT = 1,       /* args, or a pointer the call needs, is NULL */
-  FP8MOE_ERROR_INVALID_NUM_TOKENS = 2,  /* num_tokens < 0, or num_tokens * K > INT_MAX */
+  FP8MOE_ERROR_INVALID_NUM_TOKENS = 2,  /* num_tokens < 0, or num_tokens * (K + num_shared_experts) > INT_MAX */
   FP8MOE_ERROR_INVALID_EXPERT_RANGE = 3, /* local_expert_offset < 0, local_num_experts < 1, or offset + local > E */
   FP8MOE_ERROR_INVALID_SHAPE = 4,       /* H or I not a positive multiple of 128, E out of [1, 512] */
   FP8MOE_ERROR_INVALID_TOP_K = 5,       /* K < 1, K > E or K > FP8MOE_MAX_TOP_K */
@@ -92,7 +92,7 @@ static inline const char *fp8moe_status_string(fp8moe_status s) {
   switch (s) {
   case FP8MOE_OK: return "FP8MOE_OK: success";
   case FP8MOE_ERROR_NULL_ARGUMENT: return "FP8MOE_ERROR_NULL_ARGUMENT: a required pointer is NULL";
-  case FP8MOE_ERROR_INVALID_NUM_TOKENS: return "FP8MOE_ERROR_INVALID_NUM_TOKENS: num_tokens is negative or num_tokens * top_k exceeds INT_MAX";
+  case FP8MOE_ERROR_INVALID_NUM_TOKENS: return "FP8MOE_ERROR_INVALID_NUM_TOKENS: num_tokens is negative or num_tokens * (top_k + num_shared_experts) exceeds INT_MAX";
   case FP8MOE_ERROR_INVALID_EXPERT_RANGE: return "FP8MOE_ERROR_INVALID_EXPERT_RANGE: local experts are not inside [0, E)";
   case FP8MOE_ERROR_INVALID_SHAPE: return "FP8MOE_ERROR_INVALID_SHAPE: H and I must be positive multiples of 128, E in [1, 512]";
   case FP8MOE_ERROR_INVALID_TOP_K: return "FP8MOE_ERROR_INVALID_TOP_K: top_k must be in [1, min(E, 16)]";

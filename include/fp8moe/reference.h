@@ -6,8 +6,10 @@
  * very fp8moe_args a GPU run takes, with host pointers. The code follows the
  * SPEC step by step and rounds exactly as the kernels are specified to
  * (numeric.h): fp32 routing, fp32 GEMM accumulation with the scales applied
- * per 128-wide K block, SwiGLU in fp32, fp8 requantization with
- * scale = max(amax/448, FLT_MIN), fp32 combine in slot order, bf16 output.
+ * per 128-wide K block, SwiGLU in fp32 (with the per-expert alpha, beta and
+ * clamp limit of SPEC section 5.1 when given), fp8 requantization with
+ * scale = max(amax/448, FLT_MIN), fp32 combine in slot order followed by the
+ * shared experts' outputs in index order, bf16 output.
  *
  *     #include <fp8moe/reference.h>
  *     fp8moe_config c = {256, 8, 7168, 2048};          // E, K, H, I
@@ -20,11 +22,25 @@
  * Thread safety: no global or static state; every function may be called
  * from several threads at once on distinct outputs.
  *
- * Cost: one token costs (3*H*I) multiply-adds per selected local expert; a
- * DeepSeek-V3 token (8 experts, H 7168, I 2048) takes about 0.1-0.3 s on one
- * core at -O2. Each token mallocs one scratch block of (2H + 3I + H/128 +
- * I/128) floats; if that fails, its output row is filled with NaN (bf16
- * 0x7FFF) rather than silently wrong numbers.
+ * The 0.3 fields (SPEC section 5.1) are all honoured; zero / NULL gives the
+ * results of before bit for bit. SwiGLU variant: per local expert alpha, beta
+ * and limit arrays (NULL: 1, 0, +inf), through fp8moe_swiglu(), the element
+ * function the kernels use; shared experts run with the defaults. Shared
+ * experts: each of the S experts runs on every token, and its output is added
+ * with weight 1 after the routed slots, in index order:
+ * out = bf16(w_0*y_0 + ... + w_{K-1}*y_{K-1} + ys_0 + ... + ys_{S-1}), the sum
+ * left to right in fp32, non-local slots skipped. Routing replay:
+ * fp8moe_reference_run(..., routed = 0) writes the chosen ids and fp32
+ * weights to topk_ids_out / topk_weights_out when non-NULL; fed back as
+ * topk_ids + fp32 topk_weights to a routed run they give the same output bit
+ * for bit. batch_invariant needs nothing here: every token is computed on
+ * its own, so a row never depends on the rest of the batch.
+ *
+ * Cost: one token costs (3*H*I) multiply-adds per selected local expert and
+ * per shared expert; a DeepSeek-V3 token (8 experts, H 7168, I 2048) takes
+ * about 0.1-0.3 s on one core at -O2. Each token mallocs one scratch block of
+ * (2H + 3I + H/128 + I/128) floats; if that fails, its output row is filled
+ * with NaN (bf16 0x7FFF) rather than silently wrong numbers.
  *
  * Routing rules at the edges (SPEC section 4 leaves these to us):
  *  - NaN logits are replaced by -inf before anything else; every method then
@@ -234,13 +250,16 @@ static inline void fp8moe_ref_quantize_activations(int T, int H, const uint16_t 
       }
       s = fp8moe_quant_scale(amax);
       x_scale[(size_t)b * (size_t)T + (size_t)t] = s;
-      for (j = 0; j < FP8MOE_BLOCK; j++) x_fp8[base + j] = fp8moe_e4m3_from_float(fp8moe_bf16_to_float(x_bf16[base + j]) / s);
+      for (j = 0; j < FP8MOE_BLOCK; j++) x_fp8[base + j] = fp8moe_quantize_e4m3(fp8moe_bf16_to_float(x_bf16[base + j]), s);
     }
   }
 }
 
 /* ---- the MoE ------------------------------------------------------------ */
 
+/* The layer's inputs for fp8moe_ref_moe. Zero-initialize it (memset, or
+ * `= {0}`) and set what is needed: the fields added in 0.3 then keep the
+ * behaviour of before. */
 typedef struct fp8moe_ref_moe_input {
   int num_tokens;                         /* T: the stride of hidden_states_scale */
   int local_expert_offset, local_num_experts;
@@ -250,6 +269,14 @@ typedef struct fp8moe_ref_moe_input {
   const uint8_t *w2; const float *w2_scale;   /* [E_loc,H,I], [E_loc,H/128,I/128] */
   const int32_t *topk_ids;                /* [T,K] global ids; ids outside [0,E) or not local contribute nothing */
   const float *topk_weights;              /* [T,K] fp32 */
+  /* added in 0.3 (SPEC section 5.1); zero / NULL keeps the behaviour above */
+  const float *swiglu_alpha;              /* [E_loc] or NULL (1), indexed by local expert */
+  const float *swiglu_beta;               /* [E_loc] or NULL (0) */
+  const float *swiglu_limit;              /* [E_loc] or NULL (+inf: no clamp) */
+  int num_shared_experts;                 /* S; <= 0: none. With S > 0 all four shared pointers must be set
+                                           * (a NULL one gives NaN rows, not a silently partial sum) */
+  const uint8_t *shared_w1; const float *shared_w1_scale;  /* [S,2I,H], [S,2I/128,H/128] */
+  const uint8_t *shared_w2; const float *shared_w2_scale;  /* [S,H,I], [S,H/128,I/128] */
 } fp8moe_ref_moe_input;
 
 /* Sum over one 128-wide block of x[k] * fp8(w[k]), in fp32. Eight partial sums in a fixed
@@ -271,16 +298,66 @@ static inline void fp8moe__ref_fill_nan(int H, uint16_t *out_bf16, float *out_f3
   }
 }
 
-/* SPEC section 2 for token t with its K (id, weight) slots; one output row. lut: e4m3 -> fp32. */
+/* One expert on one token (SPEC section 2 steps 2-5) with its weight w in the combine (step 6):
+ * acc[h] += w * y[h]. w1/w1_scale/w2/w2_scale point at this expert's matrices; x [H] and sx [H/128]
+ * are the token's dequantized activations and scales; g (2I), aq (I), sa (I/128) are scratch.
+ * A shared expert passes w = 1, which adds y[h] itself (1 * y is exact). */
+static inline void fp8moe__ref_expert(const fp8moe_config *c, const uint8_t *w1, const float *w1_scale,
+                                      const uint8_t *w2, const float *w2_scale, float alpha, float beta,
+                                      float limit, float w, const float *x, const float *sx, const float *lut,
+                                      float *g, float *aq, float *sa, float *acc) {
+  const int H = c->hidden, I = c->intermediate, HB = H / FP8MOE_BLOCK, IB = I / FP8MOE_BLOCK;
+  int n, h, j, b;
+  /* step 2: GEMM1, g[n] = sum over K blocks of (block dot) * sx * sw1 */
+  for (n = 0; n < 2 * I; n++) {
+    const uint8_t *wr = w1 + (size_t)n * (size_t)H;
+    const float *sw = w1_scale + (size_t)(n / FP8MOE_BLOCK) * (size_t)HB;
+    float gn = 0.0f;
+    for (b = 0; b < HB; b++) gn += fp8moe__ref_dot128(x + b * FP8MOE_BLOCK, wr + b * FP8MOE_BLOCK, lut) * sx[b] * sw[b];
+    g[n] = gn;
+  }
+  /* step 3: SwiGLU in place, gate = g[I + j], up = g[j]: a = g' * sigmoid(alpha * g') * (u + beta) with
+   * g' = min(gate, limit), u = clamp(up, -limit, limit); silu(gate) * up for the defaults */
+  for (j = 0; j < I; j++) g[j] = fp8moe_swiglu(g[I + j], g[j], alpha, beta, limit);
+  /* step 4: requantize per 128 columns; keep the fp8 values unscaled, as the GEMM reads them */
+  for (b = 0; b < IB; b++) {
+    float amax = 0.0f, s;
+    for (j = b * FP8MOE_BLOCK; j < (b + 1) * FP8MOE_BLOCK; j++) {
+      float a = fabsf(g[j]);
+      if (a > amax) amax = a;
+    }
+    s = fp8moe_quant_scale(amax);
+    sa[b] = s;
+    for (j = b * FP8MOE_BLOCK; j < (b + 1) * FP8MOE_BLOCK; j++) aq[j] = lut[fp8moe_quantize_e4m3(g[j], s)];
+  }
+  /* steps 5-6: GEMM2 and this expert's term of the combine */
+  for (h = 0; h < H; h++) {
+    const uint8_t *wr = w2 + (size_t)h * (size_t)I;
+    const float *sw = w2_scale + (size_t)(h / FP8MOE_BLOCK) * (size_t)IB;
+    float yh = 0.0f;
+    for (b = 0; b < IB; b++) yh += fp8moe__ref_dot128(aq + b * FP8MOE_BLOCK, wr + b * FP8MOE_BLOCK, lut) * sa[b] * sw[b];
+    acc[h] += w * yh;
+  }
+}
+
+/* SPEC section 2 (and 5.1) for token t with its K (id, weight) slots; one output row. lut: e4m3 -> fp32. */
 static inline void fp8moe__ref_moe_token(const fp8moe_config *c, const fp8moe_ref_moe_input *in, int t,
                                          const int32_t *ids, const float *wts, const float *lut,
                                          uint16_t *out_bf16, float *out_f32) {
   const int E = c->num_experts, K = c->top_k, H = c->hidden, I = c->intermediate;
   const int HB = H / FP8MOE_BLOCK, IB = I / FP8MOE_BLOCK, T = in->num_tokens;
+  const int S = in->num_shared_experts > 0 ? in->num_shared_experts : 0;
+  const size_t w1_elems = (size_t)2 * I * (size_t)H, w2_elems = (size_t)H * (size_t)I;
+  const size_t w1s_elems = (size_t)(2 * IB) * (size_t)HB, w2s_elems = (size_t)HB * (size_t)IB;
   /* scratch: x (H), x scales (HB), g (2I; SwiGLU overwrites its first half), a_q (I), a scales (IB), acc (H) */
-  float *scratch = (float *)malloc(((size_t)2 * H + (size_t)3 * I + HB + IB) * sizeof(float));
+  float *scratch;
   float *x, *sx, *g, *aq, *sa, *acc;
-  int k, n, h, j, b;
+  int k, h, b, s;
+  if (S > 0 && (!in->shared_w1 || !in->shared_w1_scale || !in->shared_w2 || !in->shared_w2_scale)) {
+    fp8moe__ref_fill_nan(H, out_bf16, out_f32);
+    return;
+  }
+  scratch = (float *)malloc(((size_t)2 * H + (size_t)3 * I + HB + IB) * sizeof(float));
   if (!scratch) {
     fp8moe__ref_fill_nan(H, out_bf16, out_f32);
     return;
@@ -298,47 +375,23 @@ static inline void fp8moe__ref_moe_token(const fp8moe_config *c, const fp8moe_re
   }
   for (b = 0; b < HB; b++) sx[b] = in->hidden_states_scale[(size_t)b * T + t];
 
+  /* the routed slots, in slot order */
   for (k = 0; k < K; k++) {
     const int32_t id = ids[k];
-    const float wk = wts[k];
     size_t le;
     if (id < 0 || id >= E || id < in->local_expert_offset || id - in->local_expert_offset >= in->local_num_experts)
       continue; /* step 1: invalid or not local */
     le = (size_t)(id - in->local_expert_offset);
-
-    /* step 2: GEMM1, g[n] = sum over K blocks of (block dot) * sx * sw1 */
-    for (n = 0; n < 2 * I; n++) {
-      const uint8_t *wr = in->w1 + (le * 2 * I + n) * (size_t)H;
-      const float *sw = in->w1_scale + (le * (2 * IB) + (size_t)(n / FP8MOE_BLOCK)) * HB;
-      float gn = 0.0f;
-      for (b = 0; b < HB; b++) gn += fp8moe__ref_dot128(x + b * FP8MOE_BLOCK, wr + b * FP8MOE_BLOCK, lut) * sx[b] * sw[b];
-      g[n] = gn;
-    }
-    /* step 3: SwiGLU in place, a[j] = silu(gate) * up, gate = g[I + j], up = g[j] */
-    for (j = 0; j < I; j++) {
-      float v = g[I + j];
-      g[j] = v / (1.0f + expf(-v)) * g[j];
-    }
-    /* step 4: requantize per 128 columns; keep the fp8 values unscaled, as the GEMM reads them */
-    for (b = 0; b < IB; b++) {
-      float amax = 0.0f, s;
-      for (j = b * FP8MOE_BLOCK; j < (b + 1) * FP8MOE_BLOCK; j++) {
-        float a = fabsf(g[j]);
-        if (a > amax) amax = a;
-      }
-      s = fp8moe_quant_scale(amax);
-      sa[b] = s;
-      for (j = b * FP8MOE_BLOCK; j < (b + 1) * FP8MOE_BLOCK; j++) aq[j] = lut[fp8moe_e4m3_from_float(g[j] / s)];
-    }
-    /* steps 5-6: GEMM2 and the weighted combine, slot by slot */
-    for (h = 0; h < H; h++) {
-      const uint8_t *wr = in->w2 + (le * H + h) * (size_t)I;
-      const float *sw = in->w2_scale + (le * HB + (size_t)(h / FP8MOE_BLOCK)) * IB;
-      float yh = 0.0f;
-      for (b = 0; b < IB; b++) yh += fp8moe__ref_dot128(aq + b * FP8MOE_BLOCK, wr + b * FP8MOE_BLOCK, lut) * sa[b] * sw[b];
-      acc[h] += wk * yh;
-    }
+    fp8moe__ref_expert(c, in->w1 + le * w1_elems, in->w1_scale + le * w1s_elems, in->w2 + le * w2_elems,
+                       in->w2_scale + le * w2s_elems, in->swiglu_alpha ? in->swiglu_alpha[le] : 1.0f,
+                       in->swiglu_beta ? in->swiglu_beta[le] : 0.0f,
+                       in->swiglu_limit ? in->swiglu_limit[le] : INFINITY, wts[k], x, sx, lut, g, aq, sa, acc);
   }
+  /* then the shared experts, in index order, weight 1, default SwiGLU (SPEC section 5.1) */
+  for (s = 0; s < S; s++)
+    fp8moe__ref_expert(c, in->shared_w1 + (size_t)s * w1_elems, in->shared_w1_scale + (size_t)s * w1s_elems,
+                       in->shared_w2 + (size_t)s * w2_elems, in->shared_w2_scale + (size_t)s * w2s_elems, 1.0f,
+                       0.0f, INFINITY, 1.0f, x, sx, lut, g, aq, sa, acc);
   for (h = 0; h < H; h++) {
     if (out_bf16) out_bf16[h] = fp8moe_bf16_from_float(acc[h]);
     if (out_f32) out_f32[h] = acc[h];
@@ -351,7 +404,8 @@ static inline void fp8moe__ref_e4m3_table(float *lut) {
   for (v = 0; v < 256; v++) lut[v] = fp8moe_e4m3_to_float((uint8_t)v);
 }
 
-/* SPEC section 2 steps 1-6 for the tokens tokens[0..n) (tokens == NULL: all T, n ignored and taken as T).
+/* SPEC section 2 steps 1-6 (and the 0.3 fields of section 5.1 that in carries) for the tokens
+ * tokens[0..n) (tokens == NULL: all T, n ignored and taken as T).
  * out_bf16: [n, H] bf16 bits (may be NULL); out_f32: [n, H] the fp32 combine sum before bf16 rounding (may be NULL).
  * Must be thread-safe and parallelize over tokens with `#pragma omp parallel for` (a no-op without -fopenmp).
  * Does nothing when c fails fp8moe_validate_config or in is NULL; a token index outside [0, T) gets a NaN row. */
@@ -381,7 +435,10 @@ static inline void fp8moe_ref_moe(const fp8moe_config *c, const fp8moe_ref_moe_i
 /* Convenience for users validating without a GPU: the same fp8moe_args a GPU call takes, with HOST pointers.
  * Runs fp8moe_validate_args-equivalent checks (no workspace: call fp8moe_validate_args with a dummy
  * aligned workspace pointer and SIZE_MAX bytes), then route (routed == 0) or decode (routed != 0), then the MoE,
- * writing args->output (bf16 [T,H]). Returns the status; on failure nothing is written.
+ * writing args->output (bf16 [T,H]). Every 0.3 field is honoured: the swiglu arrays, the shared experts, and,
+ * for routed == 0, topk_ids_out / topk_weights_out ([T,K] each, when non-NULL: the chosen global ids and fp32
+ * weights in slot order, routed scaling applied; a routed run ignores them). batch_invariant changes nothing
+ * (every row is computed on its own). Returns the status; on failure nothing is written.
  * args->invalid_id_count is ignored (it names a device counter in a GPU call; it is never dereferenced here). */
 static inline fp8moe_status fp8moe_reference_run(const fp8moe_config *c, const fp8moe_args *args, int routed) {
   const void *dummy_workspace = (const void *)(uintptr_t)FP8MOE_WORKSPACE_ALIGN; /* never dereferenced */
@@ -391,6 +448,7 @@ static inline fp8moe_status fp8moe_reference_run(const fp8moe_config *c, const f
   int t, T;
   if (st != FP8MOE_OK) return st;
   T = args->num_tokens;
+  memset(&in, 0, sizeof in);
   in.num_tokens = T;
   in.local_expert_offset = args->local_expert_offset;
   in.local_num_experts = args->local_num_experts;
@@ -402,6 +460,14 @@ static inline fp8moe_status fp8moe_reference_run(const fp8moe_config *c, const f
   in.w2_scale = args->w2_scale;
   in.topk_ids = NULL; /* per token below */
   in.topk_weights = NULL;
+  in.swiglu_alpha = args->swiglu_alpha;
+  in.swiglu_beta = args->swiglu_beta;
+  in.swiglu_limit = args->swiglu_limit;
+  in.num_shared_experts = args->num_shared_experts; /* validated: 0..FP8MOE_MAX_SHARED_EXPERTS */
+  in.shared_w1 = (const uint8_t *)args->shared_w1;
+  in.shared_w1_scale = args->shared_w1_scale;
+  in.shared_w2 = (const uint8_t *)args->shared_w2;
+  in.shared_w2_scale = args->shared_w2_scale;
   fp8moe__ref_e4m3_table(lut);
 
 #ifdef _OPENMP
@@ -424,6 +490,9 @@ static inline fp8moe_status fp8moe_reference_run(const fp8moe_config *c, const f
       }
       fp8moe_ref_route_token(args->routing_method, E, K, l, args->routing_bias ? bias : NULL, args->n_group,
                              args->topk_group, args->routed_scaling_factor, ids, w);
+      /* routing replay: exactly what the MoE below is given */
+      if (args->topk_ids_out) memcpy(args->topk_ids_out + (size_t)t * K, ids, (size_t)K * sizeof(int32_t));
+      if (args->topk_weights_out) memcpy(args->topk_weights_out + (size_t)t * K, w, (size_t)K * sizeof(float));
     } else {
       size_t off = (size_t)t * K;
       const void *wt = NULL;

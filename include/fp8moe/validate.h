@@ -4,7 +4,36 @@
  * return its status unchanged; nothing on the device is touched on failure.
  * Being plain C, the checks are unit-tested and fuzzed on machines without a
  * GPU. The order of the checks is fixed (docs/api.md lists it), so one bad
- * argument always gives the same status.
+ * argument always gives the same status: the first check that fails wins.
+ *
+ *   1. the compiled shape, fp8moe_validate_config: E, H, I (4), K (5); a NULL
+ *      config (1)
+ *   2. args NULL (1)
+ *   3. T < 0, or T*(K + S) > INT_MAX (2), S = num_shared_experts counted only
+ *      when it is in range (an out-of-range S is step 4's error)
+ *   4. the expert range (3): local_expert_offset < 0, local_num_experts < 1,
+ *      offset + local > E; num_shared_experts outside [0, FP8MOE_MAX_SHARED_EXPERTS]
+ *   5. non-routed: routing method (6), routing parameters (7), logits and bias
+ *      dtypes (8); routed: both or neither top-k form (9), half of the
+ *      unpacked form missing (1), weights dtype (8)
+ *   6. T = 0: FP8MOE_OK, nothing further is looked at
+ *   7. required pointers (1): hidden_states, hidden_states_scale, w1,
+ *      w1_scale, w2, w2_scale, output; routing_logits (non-routed); with
+ *      S > 0 the four shared tensors
+ *   8. alignment (10): the fp8 tensors and the output 16 bytes (shared_w1 and
+ *      shared_w2 when S > 0); the fp32 scales, invalid_id_count and the three
+ *      swiglu arrays 4 (the shared scales when S > 0); non-routed: logits and
+ *      bias their element size, topk_ids_out and topk_weights_out 4; routed:
+ *      the top-k input at its element size
+ *   9. workspace NULL (11), its alignment to FP8MOE_WORKSPACE_ALIGN (10), its
+ *      size against fp8moe_workspace_layout_shared(T, E, K, H, I, S).total (12)
+ *
+ * Optional pointers may be NULL and are then never looked at: routing_bias,
+ * invalid_id_count, swiglu_alpha/_beta/_limit (defaults 1, 0, no clamp),
+ * topk_ids_out/topk_weights_out (nothing written), and the shared tensors
+ * when S = 0. The routed call ignores every field of the non-routed one
+ * (routing method and parameters, logits, bias, topk_ids_out,
+ * topk_weights_out) and the non-routed call every routed input.
  */
 #ifndef FP8MOE_VALIDATE_H
 #define FP8MOE_VALIDATE_H
@@ -12,6 +41,8 @@
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "fp8moe.h"
 
 /* The compile-time shape an instantiation was made for. */
 typedef struct fp8moe_config {
@@ -37,7 +68,7 @@ static inline fp8moe_status fp8moe_validate_config(const fp8moe_config *c) {
  * n_group at 0 or 1. */
 static inline fp8moe_status fp8moe_validate_routing(int method, int E, int K, int n_group, int topk_group,
                                                     float routed_scaling_factor) {
-  if (method < 0 || method >= FP8MOE_ROUTING_COUNT_) return FP8MOE_ERROR_INVALID_ROUTING_METHOD;
+  if (method < 0 || method >= FP8MOE__ROUTING_COUNT) return FP8MOE_ERROR_INVALID_ROUTING_METHOD;
   if (n_group < 0 || topk_group < 0) return FP8MOE_ERROR_INVALID_ROUTING_PARAMS;
   if (method == FP8MOE_ROUTING_DEEPSEEK_V3) {
     float s = routed_scaling_factor;
@@ -57,15 +88,27 @@ static inline fp8moe_status fp8moe_validate_routing(int method, int E, int K, in
 static inline int fp8moe__dtype_ok(int d) { return d == FP8MOE_DTYPE_FP32 || d == FP8MOE_DTYPE_BF16; }
 static inline uintptr_t fp8moe__dtype_size(int d) { return d == FP8MOE_DTYPE_BF16 ? 2 : 4; }
 
-/* All checks of one run. routed != 0 for name_run_routed. */
+/* num_shared_experts when it is a valid count, else 0 (for the checks that
+ * come before its own). */
+static inline int fp8moe__shared_count(const fp8moe_args *a) {
+  return a->num_shared_experts >= 0 && a->num_shared_experts <= FP8MOE_MAX_SHARED_EXPERTS ? a->num_shared_experts : 0;
+}
+
+/* All checks of one run, in the order of the header comment. routed != 0
+ * for name_run_routed. */
 static inline fp8moe_status fp8moe_validate_args(const fp8moe_config *c, const fp8moe_args *a, int routed,
                                                  const void *workspace, size_t workspace_bytes) {
+  int S;
   fp8moe_status s = fp8moe_validate_config(c);
   if (s != FP8MOE_OK) return s;
   if (!a) return FP8MOE_ERROR_NULL_ARGUMENT;
-  if (a->num_tokens < 0 || (long long)a->num_tokens * c->top_k > INT_MAX) return FP8MOE_ERROR_INVALID_NUM_TOKENS;
+  S = fp8moe__shared_count(a);
+  /* GEMM rows are (token, slot) pairs plus one row per token and shared expert: T*(K + S) int rows */
+  if (a->num_tokens < 0 || (long long)a->num_tokens * (c->top_k + S) > INT_MAX) return FP8MOE_ERROR_INVALID_NUM_TOKENS;
   if (a->local_expert_offset < 0 || a->local_num_experts < 1 ||
       (long long)a->local_expert_offset + a->local_num_experts > c->num_experts)
+    return FP8MOE_ERROR_INVALID_EXPERT_RANGE;
+  if (a->num_shared_experts < 0 || a->num_shared_experts > FP8MOE_MAX_SHARED_EXPERTS)
     return FP8MOE_ERROR_INVALID_EXPERT_RANGE;
   if (!routed) {
     s = fp8moe_validate_routing(a->routing_method, c->num_experts, c->top_k, a->n_group, a->topk_group,
@@ -87,17 +130,24 @@ static inline fp8moe_status fp8moe_validate_args(const fp8moe_config *c, const f
       !a->output)
     return FP8MOE_ERROR_NULL_ARGUMENT;
   if (!routed && !a->routing_logits) return FP8MOE_ERROR_NULL_ARGUMENT;
+  if (S > 0 && (!a->shared_w1 || !a->shared_w1_scale || !a->shared_w2 || !a->shared_w2_scale))
+    return FP8MOE_ERROR_NULL_ARGUMENT;
 
   /* fp8 tensors and the output are read and written 16 bytes at a time (and
-   * by TMA); everything else at its element size. */
+   * by TMA); everything else at its element size. A NULL pointer is aligned. */
   if (!fp8moe__aligned(a->hidden_states, 16) || !fp8moe__aligned(a->w1, 16) || !fp8moe__aligned(a->w2, 16) ||
       !fp8moe__aligned(a->output, 16) || !fp8moe__aligned(a->hidden_states_scale, 4) ||
       !fp8moe__aligned(a->w1_scale, 4) || !fp8moe__aligned(a->w2_scale, 4) ||
-      !fp8moe__aligned(a->invalid_id_count, 4))
+      !fp8moe__aligned(a->invalid_id_count, 4) || !fp8moe__aligned(a->swiglu_alpha, 4) ||
+      !fp8moe__aligned(a->swiglu_beta, 4) || !fp8moe__aligned(a->swiglu_limit, 4))
+    return FP8MOE_ERROR_MISALIGNED_POINTER;
+  if (S > 0 && (!fp8moe__aligned(a->shared_w1, 16) || !fp8moe__aligned(a->shared_w2, 16) ||
+                !fp8moe__aligned(a->shared_w1_scale, 4) || !fp8moe__aligned(a->shared_w2_scale, 4)))
     return FP8MOE_ERROR_MISALIGNED_POINTER;
   if (!routed) {
     if (!fp8moe__aligned(a->routing_logits, fp8moe__dtype_size(a->logits_dtype)) ||
-        !fp8moe__aligned(a->routing_bias, fp8moe__dtype_size(a->bias_dtype)))
+        !fp8moe__aligned(a->routing_bias, fp8moe__dtype_size(a->bias_dtype)) ||
+        !fp8moe__aligned(a->topk_ids_out, 4) || !fp8moe__aligned(a->topk_weights_out, 4))
       return FP8MOE_ERROR_MISALIGNED_POINTER;
   } else if (a->topk_packed) {
     if (!fp8moe__aligned(a->topk_packed, 4)) return FP8MOE_ERROR_MISALIGNED_POINTER;
@@ -108,8 +158,8 @@ static inline fp8moe_status fp8moe_validate_args(const fp8moe_config *c, const f
 
   if (!workspace) return FP8MOE_ERROR_NULL_WORKSPACE;
   if (!fp8moe__aligned(workspace, FP8MOE_WORKSPACE_ALIGN)) return FP8MOE_ERROR_MISALIGNED_POINTER;
-  if (workspace_bytes < fp8moe_workspace_layout_for(a->num_tokens, c->num_experts, c->top_k, c->hidden,
-                                                    c->intermediate).total)
+  if (workspace_bytes < fp8moe_workspace_layout_shared(a->num_tokens, c->num_experts, c->top_k, c->hidden,
+                                                       c->intermediate, S).total)
     return FP8MOE_ERROR_WORKSPACE_TOO_SMALL;
   return FP8MOE_OK;
 }

@@ -48,6 +48,7 @@ namespace bench {
 /* The host functions FP8MOE_DEFINE generated for one shape. */
 struct shape_api {
   size_t (*workspace_size)(int);
+  size_t (*workspace_size_shared)(int, int);
   fp8moe_status (*run)(const fp8moe_args *, void *, size_t, fp8moe_stream);
   fp8moe_status (*run_routed)(const fp8moe_args *, void *, size_t, fp8moe_stream);
 };
@@ -214,6 +215,8 @@ struct shape_buffers {
 struct weight_set {
   uint8_t *w1, *w2;
   float *w1s, *w2s;
+  uint8_t *sw1, *sw2;     /* one shared expert (the feature rows) */
+  float *sw1s, *sw2s;
   float *w1s_lt, *w2s_lt; /* the peer's scales: same arrays, or repacked to L4 */
 };
 
@@ -279,7 +282,7 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
   }
 
   /* ---- memory: everything but the weight sets, then as many sets as fit ---- */
-  const size_t ws_bytes = api.workspace_size(maxT);
+  const size_t ws_bytes = opt.features ? api.workspace_size_shared(maxT, 1) : api.workspace_size(maxT);
   const size_t lt_ws_bytes = (size_t)32 << 20;
   /* The peer may round each expert's row count up to PEER_MAX_PAD for cuBLASLt
    * (see the plan below); its buffers get that much slack past the last row. */
@@ -293,7 +296,7 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
   if (opt.peer)
     fixed += peerRows * (2 * I * 4 + I + 2 * H) + (peer_s1 + peer_s2) * 4 + lt_ws_bytes + 3 * (E_loc + 1) * 4;
   const bool pad1 = L4_1 != HB, pad2 = L4_2 != IB;
-  const size_t set_bytes = (size_t)E_loc * (w1_n + w2_n + 4 * (s1_n + s2_n)) +
+  const size_t set_bytes = (size_t)(E_loc + (opt.features ? 1 : 0)) * (w1_n + w2_n + 4 * (s1_n + s2_n)) +
                            (opt.peer && pad1 ? (size_t)E_loc * (2 * I / 128) * L4_1 * 4 : 0) +
                            (opt.peer && pad2 ? (size_t)E_loc * HB * L4_2 * 4 : 0);
   size_t free_now = 0, total_now = 0;
@@ -323,6 +326,16 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
         fill_uniform(w.w1s, E_loc * s1_n, R.next(), 0.5f / sqrtf((float)H), 1.5f / sqrtf((float)H), s) ||
         fill_uniform(w.w2s, E_loc * s2_n, R.next(), 0.5f / sqrtf((float)I), 1.5f / sqrtf((float)I), s))
       return -1;
+    w.sw1 = w.sw2 = NULL;
+    w.sw1s = w.sw2s = NULL;
+    if (opt.features) {
+      if (B.alloc(&w.sw1, w1_n) || B.alloc(&w.sw2, w2_n) || B.alloc(&w.sw1s, s1_n) || B.alloc(&w.sw2s, s2_n))
+        return -1;
+      if (fill_e4m3(w.sw1, w1_n, R.next(), s) || fill_e4m3(w.sw2, w2_n, R.next(), s) ||
+          fill_uniform(w.sw1s, s1_n, R.next(), 0.5f / sqrtf((float)H), 1.5f / sqrtf((float)H), s) ||
+          fill_uniform(w.sw2s, s2_n, R.next(), 0.5f / sqrtf((float)I), 1.5f / sqrtf((float)I), s))
+        return -1;
+    }
     w.w1s_lt = w.w1s;
     w.w2s_lt = w.w2s;
     if (opt.peer && pad1) {
@@ -340,13 +353,20 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
   }
   uint8_t *d_x;
   float *d_xs, *d_logits, *d_bias;
-  int32_t *d_packed;
+  int32_t *d_packed, *d_packed_one;
   uint16_t *d_out, *d_out_peer;
   uint8_t *d_ws;
   if (B.alloc(&d_x, (size_t)maxT * H) || B.alloc(&d_xs, (size_t)HB * maxT) || B.alloc(&d_logits, (size_t)maxT * E) ||
       B.alloc(&d_bias, (size_t)E) || B.alloc(&d_packed, maxRows) || B.alloc(&d_out, (size_t)maxT * H) ||
-      B.alloc(&d_out_peer, (size_t)maxT * H) || B.alloc(&d_ws, ws_alloc))
+      B.alloc(&d_out_peer, (size_t)maxT * H) || B.alloc(&d_ws, ws_alloc) || B.alloc(&d_packed_one, maxRows))
     return -1;
+  if (opt.features) {
+    /* the one-expert call: slot 0 of every token on local expert 0 with weight 1, the other slots on
+     * experts that are not local (they contribute nothing) */
+    std::vector<int32_t> one(maxRows);
+    for (size_t i = 0; i < maxRows; i++) one[i] = fp8moe_topk_pack(i % K == 0 ? 0 : (int)(i % K), 1.0f);
+    BENCH_CUDA(cudaMemcpyAsync(d_packed_one, one.data(), maxRows * 4, cudaMemcpyHostToDevice, s));
+  }
   BENCH_CUDA(cudaMemcpyAsync(d_bias, bias.data(), E * 4, cudaMemcpyHostToDevice, s));
 
   /* the peer's own buffers */
@@ -478,6 +498,63 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
     row.note = note;
     bench_fill_row(row, wbytes, flops, env);
     rows_out.push_back(row);
+
+    /* ---- the 0.3 features (--features): one shared expert in the call, the
+     * same expert as a separate one-expert call, batch invariance ---- */
+    if (opt.features) {
+      const double routed_us = med * 1e3;
+      auto variant = [&](int k, int shared, int one_expert, int invariant) -> int {
+        fp8moe_args x = a;
+        x.enable_pdl = opt.pdl;
+        use_set(x, k);
+        x.topk_packed = d_packed;
+        x.batch_invariant = invariant;
+        const weight_set &w = W[k % p.sets];
+        if (shared) {
+          x.num_shared_experts = 1;
+          x.shared_w1 = w.sw1, x.shared_w1_scale = w.sw1s, x.shared_w2 = w.sw2, x.shared_w2_scale = w.sw2s;
+        }
+        if (one_expert) {
+          x.local_expert_offset = 0;
+          x.local_num_experts = 1;
+          x.topk_packed = d_packed_one;
+          x.w1 = w.sw1, x.w1_scale = w.sw1s, x.w2 = w.sw2, x.w2_scale = w.sw2s;
+        }
+        fp8moe_status st = api.run_routed(&x, d_ws, ws_bytes, s);
+        if (st != FP8MOE_OK) {
+          fprintf(stderr, "%s fp8moe: %s\n", tag, fp8moe_status_string(st));
+          return -1;
+        }
+        return 0;
+      };
+      const double sh_flops = flops + 2.0 * T * (2.0 * I * H + (double)H * I);
+      double shared_us = NAN, one_us = NAN;
+      if (timed("routed+shared", [&](int k) { return variant(k, 1, 0, 0); }, &med, &reps)) return -1;
+      shared_us = med * 1e3;
+      if (timed("one-expert", [&](int k) { return variant(k, 0, 1, 0); }, &med, &reps)) return -1;
+      one_us = med * 1e3;
+      snprintf(note, sizeof note, "reps=%d; one shared expert in the call; routed + separate one-expert call = %.1f us (%s)",
+               reps, routed_us + one_us, shared_us < routed_us + one_us ? "fused faster" : "FUSED SLOWER");
+      row.mode = "routed+shared";
+      row.time_us = shared_us;
+      row.note = note;
+      bench_fill_row(row, wbytes + expert_bytes, sh_flops, env);
+      rows_out.push_back(row);
+      snprintf(note, sizeof note, "reps=%d; the shared expert alone as a separate call (T rows on 1 expert)", reps);
+      row.mode = "one-expert";
+      row.time_us = one_us;
+      row.note = note;
+      bench_fill_row(row, expert_bytes, 2.0 * T * (2.0 * I * H + (double)H * I), env);
+      rows_out.push_back(row);
+      if (timed("routed-invariant", [&](int k) { return variant(k, 0, 0, 1); }, &med, &reps)) return -1;
+      snprintf(note, sizeof note, "reps=%d; batch_invariant=1: %+.1f%% vs routed", reps,
+               100.0 * (med * 1e3 - routed_us) / routed_us);
+      row.mode = "routed-invariant";
+      row.time_us = med * 1e3;
+      row.note = note;
+      bench_fill_row(row, wbytes, flops, env);
+      rows_out.push_back(row);
+    }
 
     /* ---- cuBLASLt peer ---- */
     if (!opt.peer) continue;
@@ -672,8 +749,8 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
   FP8MOE_DEFINE(bench_##name, NE, NK, NH, NI);                                                            \
   int bench_shape_##name(const bench_config &cfg, const bench_options &opt, const bench_env &env,        \
                          std::vector<bench_row> &rows) {                                                 \
-    static const bench::shape_api api = {bench_##name##_workspace_size, bench_##name##_run,               \
-                                         bench_##name##_run_routed};                                      \
+    static const bench::shape_api api = {bench_##name##_workspace_size, bench_##name##_workspace_size_shared, \
+                                         bench_##name##_run, bench_##name##_run_routed};                  \
     if (cfg.E != NE || cfg.K != NK || cfg.H != NH || cfg.I != NI) return -1;                              \
     return bench::bench_shape<NE, NK, NH, NI>(cfg, opt, env, rows, api);                                  \
   }                                                                                                        \

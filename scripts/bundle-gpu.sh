@@ -17,7 +17,7 @@ meson compile -C "$b"
 touch "$stamp"
 rm -rf .bundle
 progs=()
-for f in "$b"/tests/gpu_test_* "$b"/examples/routed_moe "$b"/examples/moe "$b"/examples/c_api_demo "$b"/bench/bench_moe; do
+for f in "$b"/tests/gpu_test_* "$b"/tests/test_no_device "$b"/examples/routed_moe "$b"/examples/moe "$b"/examples/c_api_demo "$b"/bench/bench_moe "$b"/bench/bench_digest; do
   [ -x "$f" ] && [ -f "$f" ] && progs+=("$f")
 done
 ../shared/tools/bundle-for-device .bundle "${progs[@]}"

@@ -278,6 +278,7 @@ static double check_against_reference(const problem *p, const instance &in, cons
   if (p->T == 0) return 0.0;
   std::vector<int> toks = sample_tokens(rng, p->T);
   fp8moe_ref_moe_input ri;
+  memset(&ri, 0, sizeof ri); /* fields this test does not set: the defaults */
   ri.num_tokens = p->T;
   ri.local_expert_offset = offset;
   ri.local_num_experts = w->e_loc;

@@ -7,8 +7,15 @@
  *
  * A DeepSeek-V3-shaped layer (E=256, K=8, H=7168, I=2048) with random FP8
  * weights and activations, and a random top-8 per token given twice: packed
- * (id << 16 | bf16 weight) and unpacked (int32 ids + fp32 weights). Checks
- * both against the CPU reference on a sample of tokens and times the layer.
+ * (id << 16 | bf16 weight) and unpacked (int32 ids + fp32 weights). Then the
+ * unpacked form once more with a SwiGLU variant, per expert e
+ *     g = min(gate, limit[e]),  u = clamp(up, -limit[e], limit[e]),
+ *     a = g * sigmoid(alpha[e] * g) * (u + beta[e])
+ * (GPT-OSS-style clamped SwiGLU; FlashInfer's gemm1_alpha, gemm1_beta,
+ * gemm1_clamp_limit), from three fp32 device arrays [E_loc] in
+ * swiglu_alpha / swiglu_beta / swiglu_limit. Checks all three against the CPU
+ * reference on a sample of tokens and times the layer, plain and with the
+ * variant.
  */
 #include <fp8moe/fp8moe.cuh>
 #include <fp8moe/reference.h>
@@ -17,6 +24,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 #include <vector>
 
 FP8MOE_DEFINE(dsv3, 256, 8, 7168, 2048);
@@ -115,8 +124,19 @@ int main(int argc, char **argv) {
       wts_bf16[i] = fp8moe_topk_weight(packed[i]); /* what the packed form carries */
     }
 
+  /* the SwiGLU variant, one (alpha, beta, limit) per local expert; limits of
+   * 10 to 30, around the size of GEMM1's outputs with these data (RMS about
+   * 19), so a good share of the gate and up values clamp */
+  std::vector<float> alpha(E), beta(E), limit(E);
+  for (int e = 0; e < E; e++) {
+    alpha[e] = 1.0f + rnd_unit();
+    beta[e] = rnd_unit();
+    limit[e] = 10.0f + 20.0f * rnd_unit();
+  }
+
   /* device buffers and the workspace: size it once for the largest T you will run */
   float *d_w1s = upload(w1s), *d_w2s = upload(w2s), *d_xs = upload(xs), *d_wts = upload(wts);
+  float *d_alpha = upload(alpha), *d_beta = upload(beta), *d_limit = upload(limit);
   int32_t *d_ids = upload(ids), *d_packed = upload(packed);
   uint16_t *d_out;
   CHECK(cudaMalloc(&d_out, (size_t)T * H * 2 + 16));
@@ -145,17 +165,26 @@ int main(int argc, char **argv) {
   fp8moe_config cfg = {E, K, H, I};
   fp8moe_ref_moe_input ri = {T, 0, E, x.data(), xs.data(), w1.data(), w1s.data(), w2.data(), w2s.data(),
                              ids.data(), NULL};
-  std::vector<uint16_t> out((size_t)T * H), ref((size_t)nsample * H);
+  std::vector<uint16_t> out((size_t)T * H), ref((size_t)nsample * H), plain_out;
 
-  for (int form = 0; form < 2; form++) {
+  /* form 0: packed; 1: unpacked; 2: unpacked with the SwiGLU variant */
+  static const char *const form_name[] = {"packed", "unpacked", "swiglu"};
+  for (int form = 0; form < 3; form++) {
+    const bool variant = form == 2;
     a.topk_packed = form == 0 ? d_packed : NULL;
-    a.topk_ids = form == 1 ? d_ids : NULL;
-    a.topk_weights = form == 1 ? d_wts : NULL;
+    a.topk_ids = form >= 1 ? d_ids : NULL;
+    a.topk_weights = form >= 1 ? d_wts : NULL;
     a.topk_weights_dtype = FP8MOE_DTYPE_FP32;
+    a.swiglu_alpha = variant ? d_alpha : NULL; /* NULL: alpha 1, beta 0, no clamp */
+    a.swiglu_beta = variant ? d_beta : NULL;
+    a.swiglu_limit = variant ? d_limit : NULL;
     CHECK_MOE(dsv3_run_routed(&a, d_ws, ws_bytes, 0));
     CHECK(cudaDeviceSynchronize());
     CHECK(cudaMemcpy(out.data(), d_out, out.size() * 2, cudaMemcpyDeviceToHost));
     ri.topk_weights = form == 0 ? wts_bf16.data() : wts.data();
+    ri.swiglu_alpha = variant ? alpha.data() : NULL; /* the same arrays on the host */
+    ri.swiglu_beta = variant ? beta.data() : NULL;
+    ri.swiglu_limit = variant ? limit.data() : NULL;
     fp8moe_ref_moe(&cfg, &ri, sample.data(), nsample, ref.data(), NULL);
     double num = 0, den = 0;
     for (int i = 0; i < nsample; i++)
@@ -165,26 +194,44 @@ int main(int argc, char **argv) {
         den += r * r;
       }
     double err = sqrt(num / (den > 0 ? den : 1));
-    printf("%-8s: rel L2 error vs CPU reference = %.3e over %d tokens  %s\n", form == 0 ? "packed" : "unpacked",
-           err, nsample, err <= 1e-2 ? "OK" : "FAIL");
+    printf("%-8s: rel L2 error vs CPU reference = %.3e over %d tokens  %s\n", form_name[form], err, nsample,
+           err <= 1e-2 ? "OK" : "FAIL");
     if (!(err <= 1e-2)) return 1;
+    if (form == 1) plain_out = out;
+    if (variant) { /* how far the variant moves the layer's output */
+      double dn = 0, dd = 0;
+      for (int i = 0; i < nsample; i++)
+        for (int h = 0; h < H; h++) {
+          size_t j = (size_t)sample[i] * H + h;
+          double v = fp8moe_bf16_to_float(out[j]), p = fp8moe_bf16_to_float(plain_out[j]);
+          dn += (v - p) * (v - p);
+          dd += p * p;
+        }
+      printf("%-8s: differs from the plain SwiGLU output by %.3e (rel L2)\n", "swiglu", sqrt(dn / (dd > 0 ? dd : 1)));
+    }
   }
 
-  /* time: warm-up, then the median of 20 runs */
+  /* time: warm-up, then the median of 20 runs; plain, then with the variant */
   cudaEvent_t e0, e1;
   CHECK(cudaEventCreate(&e0));
   CHECK(cudaEventCreate(&e1));
-  std::vector<float> ms;
-  for (int it = 0; it < 25; it++) {
-    CHECK(cudaEventRecord(e0));
-    CHECK_MOE(dsv3_run_routed(&a, d_ws, ws_bytes, 0));
-    CHECK(cudaEventRecord(e1));
-    CHECK(cudaEventSynchronize(e1));
-    float m;
-    CHECK(cudaEventElapsedTime(&m, e0, e1));
-    if (it >= 5) ms.push_back(m);
+  for (int variant = 0; variant < 2; variant++) {
+    a.swiglu_alpha = variant ? d_alpha : NULL;
+    a.swiglu_beta = variant ? d_beta : NULL;
+    a.swiglu_limit = variant ? d_limit : NULL;
+    std::vector<float> ms;
+    for (int it = 0; it < 25; it++) {
+      CHECK(cudaEventRecord(e0));
+      CHECK_MOE(dsv3_run_routed(&a, d_ws, ws_bytes, 0));
+      CHECK(cudaEventRecord(e1));
+      CHECK(cudaEventSynchronize(e1));
+      float m;
+      CHECK(cudaEventElapsedTime(&m, e0, e1));
+      if (it >= 5) ms.push_back(m);
+    }
+    std::sort(ms.begin(), ms.end());
+    printf("time: %.3f ms per layer%s (median of %zu, T=%d)\n", ms[ms.size() / 2], variant ? ", SwiGLU variant" : "",
+           ms.size(), T);
   }
-  std::sort(ms.begin(), ms.end());
-  printf("time: %.3f ms per layer (median of %zu, T=%d)\n", ms[ms.size() / 2], ms.size(), T);
   return 0;
 }

@@ -22,7 +22,7 @@ tools=${TOOLS:-"memcheck racecheck initcheck synccheck"}
 runs=(
   "gpu_test_routing:gpu_routing/e256_k8_deepseek"
   "gpu_test_routing:gpu_routing/hostile_e512_k16"
-  "gpu_test_routing:gpu_routing/quantize_edges"
+  "gpu_test_quantize:gpu_quantize/edges"
   "gpu_test_gemm:gemm_mma/swiglu_quant_small_shapes"
   "gpu_test_gemm:gemm_mma/store_bf16_small_shapes"
   "gpu_test_gemm_sm90:gemm_sm90/swiglu_edge_groups"

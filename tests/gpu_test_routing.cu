@@ -1,6 +1,6 @@
-/* tests/gpu_test_routing.cu - routing.cuh and quantize.cuh against the CPU reference.
+/* tests/gpu_test_routing.cu - routing.cuh against the CPU reference.
  *
- * Routing: every method, fp32 and bf16 logits, with and without bias (fp32
+ * Every method, fp32 and bf16 logits, with and without bias (fp32
  * and bf16), DeepSeekV3 groupings that take the kernel's fast path (groups of
  * whole power-of-two lane runs) and its general path, E from 1 to 512 with
  * partial warps and scalar loads (E = 72, 160), T in {1, 7, 1000}.
@@ -12,25 +12,19 @@
  *  - Hostile logits (NaN, +-inf, all equal, all negative, fewer than K
  *    finite, -200 that underflows the softmax): no fault, ids unique and in
  *    range, the reference's ids exactly (ties included) and its weights.
- * Quantizer: bytes and scales bit-identical to fp8moe_ref_quantize_activations,
- * T in {0, 1, 7, 1000}, including an all-zero block (scale FLT_MIN), tiny
- * (subnormal) values, NaN/Inf blocks and the full bf16 range.
  * Outputs are poisoned before every run, and guard words past the end must
- * stay poisoned; the quantizer runs twice with different poison bytes, so an
- * unwritten byte cannot pass by equalling the reference. Seeds are printed;
- * FP8MOE_SEED=<n> replays one.
+ * stay poisoned. Seeds are printed; FP8MOE_SEED=<n> replays one.
+ * (The quantizer's tests are in gpu_test_quantize.cu.)
  */
 #include "gpu_util.h"
 
 #include <fp8moe/reference.h>
-#include <fp8moe/routing.cuh>
-#include <fp8moe/quantize.cuh>
+#include <fp8moe/detail/routing.cuh>
 
 #include <algorithm>
 #include <stdio.h>
 #include <vector>
 
-using fp8moe::detail::quantize_activations_launch;
 using fp8moe::detail::routing_launch;
 using fp8moe::detail::routing_params;
 
@@ -40,7 +34,6 @@ namespace {
 
 const uint32_t ID_POISON = 0xDEADBEEFu;     /* negative as int32: never an id */
 const uint32_t W_POISON = 0x7FC0FFEEu;      /* a NaN payload: the kernel never writes NaN weights */
-const uint32_t SCALE_POISON = 0x7FC0DEADu;  /* scales are never NaN */
 const int GUARD = 32;                       /* poisoned words past every output */
 
 const char *method_name(int m) {
@@ -59,11 +52,6 @@ float f_bits(uint32_t u) {
   float f;
   memcpy(&f, &u, 4);
   return f;
-}
-uint32_t bits_f(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  return u;
 }
 
 /* ---- routing data --------------------------------------------------------- */
@@ -257,7 +245,7 @@ void route_matrix(const char *name, int hostile, const group_cfg *groups, int ng
   static const int Ts[] = {1, 7, 1000};
   static const float scales[] = {0.0f, 2.5f, 2.827f};
   int cases = 0;
-  for (int m = 0; m < FP8MOE_ROUTING_COUNT_; m++) {
+  for (int m = 0; m < FP8MOE__ROUTING_COUNT; m++) {
     if (m == FP8MOE_ROUTING_LLAMA4 && K != 1) continue;
     const bool ds = m == FP8MOE_ROUTING_DEEPSEEK_V3;
     for (int d = 0; d < 2; d++) {
@@ -376,8 +364,7 @@ Test(gpu_routing, launch_edges) {
   std::vector<uint32_t> ids_p(64, ID_POISON), w_p(64, W_POISON), back(64);
   CUDA_OK(cudaMemcpy(d_ids, ids_p.data(), 64 * 4, cudaMemcpyHostToDevice));
   CUDA_OK(cudaMemcpy(d_w, w_p.data(), 64 * 4, cudaMemcpyHostToDevice));
-  routing_params p;
-  memset(&p, 0, sizeof p);
+  routing_params p; /* every field zero / NULL (the defaults) */
   p.logits = d_l;
   p.logits_dtype = FP8MOE_DTYPE_FP32;
   p.method = FP8MOE_ROUTING_RENORMALIZE;
@@ -403,107 +390,4 @@ Test(gpu_routing, launch_edges) {
   CUDA_OK(cudaFree(d_ids));
   CUDA_OK(cudaFree(d_w));
   CUDA_OK(cudaFree(d_l));
-}
-
-/* ---- quantizer ---------------------------------------------------------- */
-
-namespace {
-
-/* One 128-column block of bf16 test data of the given kind. */
-void quant_block(fp8moe_rng *r, int kind, uint16_t *x) {
-  const float mag = ldexpf(1.0f, (int)(rng_next(r) % 61) - 30); /* 2^-30 .. 2^30 */
-  for (int j = 0; j < FP8MOE_BLOCK; j++) {
-    float v;
-    switch (kind) {
-    case 0: v = rng_normal(r) * mag; break;
-    case 1: v = 0.0f; break;                                               /* all zero: scale FLT_MIN */
-    case 2: v = rng_normal(r) * 1e-39f; break;                             /* subnormal bf16 */
-    case 3: v = rng_normal(r) * 3e37f; break;                              /* near the top of bf16 */
-    case 4: v = j == 5 ? NAN : j == 77 ? -INFINITY : rng_normal(r); break; /* an inf sets the scale */
-    case 5: v = j % 31 == 3 ? NAN : rng_normal(r) * mag; break;            /* NaN does not count */
-    default: v = (j & 1) ? -0.0f : rng_normal(r) * 1e-3f; break;
-    }
-    x[j] = fp8moe_bf16_from_float(v);
-  }
-}
-
-template <int H>
-void check_quantize(fp8moe_rng *rng, int T, const char *name) {
-  const int HB = H / FP8MOE_BLOCK;
-  const size_t n = (size_t)T * H, ns = (size_t)HB * T;
-  std::vector<uint16_t> x(n);
-  for (int t = 0; t < T; t++)
-    for (int b = 0; b < HB; b++) {
-      int kind = rng_next(rng) % 4 == 0 ? (int)(rng_next(rng) % 7) : 0;
-      if (t == T - 1 && b == 0) kind = 1; /* always one all-zero block */
-      quant_block(rng, kind, &x[(size_t)t * H + (size_t)b * FP8MOE_BLOCK]);
-    }
-  std::vector<uint8_t> rq(n);
-  std::vector<float> rs(ns);
-  fp8moe_ref_quantize_activations(T, H, x.data(), rq.data(), rs.data());
-
-  uint16_t *d_x = dev_upload(x.data(), n);
-  uint8_t *d_q = dev_alloc<uint8_t>(n + GUARD);
-  float *d_s = dev_alloc<float>(ns + GUARD);
-  for (int pass = 0; pass < 2; pass++) {
-    const uint8_t qpoison = pass ? 0x5A : 0xA5;
-    std::vector<uint8_t> gq(n + GUARD, qpoison);
-    std::vector<uint32_t> gs(ns + GUARD, SCALE_POISON);
-    CUDA_OK(cudaMemcpy(d_q, gq.data(), gq.size(), cudaMemcpyHostToDevice));
-    CUDA_OK(cudaMemcpy(d_s, gs.data(), gs.size() * 4, cudaMemcpyHostToDevice));
-    fp8moe_status st = quantize_activations_launch<H>(d_x, T, d_q, d_s, 0);
-    cr_assert_eq(st, FP8MOE_OK, "%s T=%d: %s", name, T, fp8moe_status_string(st));
-    CUDA_OK(cudaDeviceSynchronize());
-    dev_download(gq.data(), d_q, gq.size());
-    dev_download(gs.data(), (const uint32_t *)d_s, gs.size());
-    for (int i = 0; i < GUARD; i++) {
-      cr_assert_eq(gq[n + i], qpoison, "%s T=%d: fp8 written past the end", name, T);
-      cr_assert_eq(gs[ns + i], SCALE_POISON, "%s T=%d: scale written past the end", name, T);
-    }
-    for (size_t i = 0; i < ns; i++)
-      cr_assert_eq(gs[i], bits_f(rs[i]), "%s T=%d: scale [b=%zu][t=%zu] 0x%08x (%g), reference 0x%08x (%g)", name, T,
-                   i / (size_t)(T ? T : 1), i % (size_t)(T ? T : 1), gs[i], (double)f_bits(gs[i]), bits_f(rs[i]),
-                   (double)rs[i]);
-    for (size_t i = 0; i < n; i++)
-      cr_assert_eq(gq[i], rq[i], "%s T=%d: fp8 [t=%zu][h=%zu] 0x%02x, reference 0x%02x (x bf16 0x%04x)", name, T,
-                   i / H, i % H, gq[i], rq[i], x[i]);
-  }
-  CUDA_OK(cudaFree(d_x));
-  CUDA_OK(cudaFree(d_q));
-  CUDA_OK(cudaFree(d_s));
-}
-
-} // namespace
-
-Test(gpu_routing, quantize_matches_reference) {
-  uint64_t seed = announce_seed("quantize");
-  fp8moe_rng rng = {seed};
-  static const int Ts[] = {1, 7, 1000};
-  for (int i = 0; i < 3; i++) {
-    check_quantize<128>(&rng, Ts[i], "H=128");
-    check_quantize<384>(&rng, Ts[i], "H=384");
-    check_quantize<7168>(&rng, Ts[i], "H=7168");
-  }
-}
-
-Test(gpu_routing, quantize_edges) {
-  uint16_t *d_x = dev_alloc<uint16_t>(2 * 256 + 8);
-  uint8_t *d_q = dev_alloc<uint8_t>(2 * 256 + 16);
-  float *d_s = dev_alloc<float>(8);
-  std::vector<uint32_t> sp(8, SCALE_POISON), back(8);
-  CUDA_OK(cudaMemcpy(d_s, sp.data(), 32, cudaMemcpyHostToDevice));
-  /* T = 0 is valid and writes nothing, even through null pointers */
-  cr_assert_eq(quantize_activations_launch<256>(d_x, 0, d_q, d_s, 0), FP8MOE_OK);
-  cr_assert_eq(quantize_activations_launch<256>(NULL, 0, NULL, NULL, 0), FP8MOE_OK);
-  cr_assert_eq(quantize_activations_launch<256>(d_x, -1, d_q, d_s, 0), FP8MOE_ERROR_INVALID_NUM_TOKENS);
-  cr_assert_eq(quantize_activations_launch<256>(NULL, 2, d_q, d_s, 0), FP8MOE_ERROR_NULL_ARGUMENT);
-  cr_assert_eq(quantize_activations_launch<256>(d_x + 1, 2, d_q, d_s, 0), FP8MOE_ERROR_MISALIGNED_POINTER);
-  cr_assert_eq(quantize_activations_launch<256>(d_x, 2, d_q + 4, d_s, 0), FP8MOE_ERROR_MISALIGNED_POINTER);
-  CUDA_OK(cudaDeviceSynchronize());
-  CUDA_OK(cudaGetLastError());
-  dev_download(back.data(), (const uint32_t *)d_s, 8);
-  cr_assert(back == sp, "scales written by a call that must launch nothing");
-  CUDA_OK(cudaFree(d_x));
-  CUDA_OK(cudaFree(d_q));
-  CUDA_OK(cudaFree(d_s));
 }

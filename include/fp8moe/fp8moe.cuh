@@ -202,6 +202,8 @@ static fp8moe_status quantize_run(const void *x_bf16, int T, void *x_fp8, float 
   if (!x_bf16 || !x_fp8 || !x_scale) return FP8MOE_ERROR_NULL_ARGUMENT;
   if (!fp8moe__aligned(x_bf16, 16) || !fp8moe__aligned(x_fp8, 16) || !fp8moe__aligned(x_scale, 4))
     return FP8MOE_ERROR_MISALIGNED_POINTER;
+  device_info dev; /* FP8MOE_ERROR_NO_DEVICE on a machine without a usable GPU, as a run */
+  FP8MOE__GET_DEVICE_INFO(dev);
   return quantize_activations_launch<H>(x_bf16, T, x_fp8, x_scale, s);
 }
 

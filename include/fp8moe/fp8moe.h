@@ -31,6 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The version of these headers (semantic versioning; before 1.0 a minor
+ * release may change the ABI, so the minor must match). */
 #define FP8MOE_VERSION_MAJOR 0
 #define FP8MOE_VERSION_MINOR 3
 #define FP8MOE_VERSION_PATCH 0

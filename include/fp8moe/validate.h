@@ -52,8 +52,13 @@ typedef struct fp8moe_config {
   int intermediate;  /* I */
 } fp8moe_config;
 
+/* Whether p is a multiple of a (a power of two); NULL counts as aligned. */
 static inline int fp8moe__aligned(const void *p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
 
+/* Whether a compile-time shape is one fp8moe supports: E in [1, 512], H and
+ * I positive multiples of 128 (FP8MOE_ERROR_INVALID_SHAPE), K in
+ * [1, min(E, 16)] (FP8MOE_ERROR_INVALID_TOP_K); NULL gives
+ * FP8MOE_ERROR_NULL_ARGUMENT. */
 static inline fp8moe_status fp8moe_validate_config(const fp8moe_config *c) {
   if (!c) return FP8MOE_ERROR_NULL_ARGUMENT;
   if (c->num_experts < 1 || c->num_experts > FP8MOE_MAX_EXPERTS) return FP8MOE_ERROR_INVALID_SHAPE;

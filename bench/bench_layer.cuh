@@ -253,8 +253,19 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
     long long slots;
     int active, max_count;
     int sets;
+    /* the skewed load (opt.skewed): packed top-k and its counts */
+    std::vector<int32_t> packed_skew;
+    long long slots_skew = 0;
+    int active_skew = 0, max_skew = 0;
   };
   std::vector<plan_t> plans;
+  /* A trained router's load is skewed: expert e is picked with probability
+   * proportional to exp(1.2 z_e), z_e ~ N(0, 1), so the most loaded of 256
+   * experts gets about 12x the mean and the least about 1/30 of it (none at
+   * small T); each token takes K distinct experts by sequential sampling
+   * without replacement, with random positive weights. */
+  std::vector<double> pop(E);
+  for (auto &v : pop) v = exp(1.2 * R.normal());
   for (int T : opt.tokens) {
     plan_t p;
     p.T = T;
@@ -275,6 +286,30 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
     p.active = 0;
     p.max_count = 0;
     for (int c : p.count) p.active += c > 0, p.max_count = std::max(p.max_count, c);
+    if (opt.skewed) {
+      p.packed_skew.resize((size_t)T * K);
+      std::vector<int> cs(E_loc, 0);
+      for (int t = 0; t < T; t++) {
+        double left = 0;
+        for (double v : pop) left += v;
+        std::vector<char> taken(E, 0);
+        for (int k = 0; k < K; k++) {
+          double u = R.uniform() * left;
+          int e = 0;
+          for (; e < E - 1; e++) {
+            if (taken[e]) continue;
+            if ((u -= pop[e]) < 0) break;
+          }
+          while (taken[e]) e--; /* rounding at the end of the scan */
+          taken[e] = 1;
+          left -= pop[e];
+          p.packed_skew[(size_t)t * K + k] = fp8moe_topk_pack(e, 0.05f + R.uniform());
+          const int l = e - e_off;
+          if (l >= 0 && l < E_loc) cs[l]++, p.slots_skew++;
+        }
+      }
+      for (int c : cs) p.active_skew += c > 0, p.max_skew = std::max(p.max_skew, c);
+    }
     const double touched = p.active * expert_bytes;
     p.sets = touched > 0 ? (int)ceil(3.0 * (double)env.l2_bytes / touched) : 1;
     p.sets = std::max(1, std::min(p.sets, opt.max_sets));
@@ -353,12 +388,13 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
   }
   uint8_t *d_x;
   float *d_xs, *d_logits, *d_bias;
-  int32_t *d_packed, *d_packed_one;
+  int32_t *d_packed, *d_packed_one, *d_packed_skew;
   uint16_t *d_out, *d_out_peer;
   uint8_t *d_ws;
   if (B.alloc(&d_x, (size_t)maxT * H) || B.alloc(&d_xs, (size_t)HB * maxT) || B.alloc(&d_logits, (size_t)maxT * E) ||
       B.alloc(&d_bias, (size_t)E) || B.alloc(&d_packed, maxRows) || B.alloc(&d_out, (size_t)maxT * H) ||
-      B.alloc(&d_out_peer, (size_t)maxT * H) || B.alloc(&d_ws, ws_alloc) || B.alloc(&d_packed_one, maxRows))
+      B.alloc(&d_out_peer, (size_t)maxT * H) || B.alloc(&d_ws, ws_alloc) || B.alloc(&d_packed_one, maxRows) ||
+      B.alloc(&d_packed_skew, maxRows))
     return -1;
   if (opt.features) {
     /* the one-expert call: slot 0 of every token on local expert 0 with weight 1, the other slots on
@@ -498,6 +534,34 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
     row.note = note;
     bench_fill_row(row, wbytes, flops, env);
     rows_out.push_back(row);
+
+    /* ---- the skewed load (--load skewed|both) ---- */
+    if (opt.skewed) {
+      BENCH_CUDA(cudaMemcpyAsync(d_packed_skew, p.packed_skew.data(), p.packed_skew.size() * 4, cudaMemcpyHostToDevice,
+                                 s));
+      auto skew_call = [&](int k) -> int {
+        fp8moe_args x = a;
+        x.enable_pdl = opt.pdl;
+        use_set(x, k);
+        x.topk_packed = d_packed_skew;
+        fp8moe_status st = api.run_routed(&x, d_ws, ws_bytes, s);
+        if (st != FP8MOE_OK) {
+          fprintf(stderr, "%s fp8moe: %s\n", tag, fp8moe_status_string(st));
+          return -1;
+        }
+        return 0;
+      };
+      if (timed("routed-skewed", skew_call, &med, &reps)) return -1;
+      snprintf(note, sizeof note, "reps=%d sets=%d; skewed load: %lld local slots on %d experts (max %d, mean %.1f)",
+               reps, p.sets, p.slots_skew, p.active_skew, p.max_skew,
+               p.active_skew ? (double)p.slots_skew / E_loc : 0.0);
+      row.mode = "routed-skewed";
+      row.time_us = med * 1e3;
+      row.note = note;
+      bench_fill_row(row, p.active_skew * expert_bytes, 2.0 * (double)p.slots_skew * (2.0 * I * H + (double)H * I),
+                     env);
+      rows_out.push_back(row);
+    }
 
     /* ---- the 0.3 features (--features): one shared expert in the call, the
      * same expert as a separate one-expert call, batch invariance ---- */

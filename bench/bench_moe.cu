@@ -16,7 +16,8 @@
  *   floor            max(weight bytes / bandwidth, FLOPs / tensor rate).
  *
  * Usage: bench_moe [--config dsv3,kimi,qwen235,qwen30,mixtral,ep] [--tokens 1,16,...]
- *                  [--reps N] [--warmup N] [--quick] [--no-peer] [--pdl 0|1] [--features] [--csv FILE]
+ *                  [--reps N] [--warmup N] [--quick] [--no-peer] [--pdl 0|1] [--load uniform|both]
+ *                  [--features] [--csv FILE]
  *                  [--seed S] [--max-sets N]
  * Progress goes to stderr, the table to stdout. Seed: --seed, else env
  * FP8MOE_SEED, else the clock; it is printed.
@@ -181,13 +182,16 @@ static std::vector<std::string> split(const char *s) {
 static void usage(void) {
   fprintf(stderr,
           "usage: bench_moe [--config NAMES] [--tokens LIST] [--reps N] [--warmup N] [--quick]\n"
-          "                 [--no-peer] [--pdl 0|1] [--features] [--csv FILE] [--seed S] [--max-sets N]\n"
+          "                 [--no-peer] [--pdl 0|1] [--load L] [--features] [--csv FILE]\n"
+          "                 [--seed S] [--max-sets N]\n"
           "  --config   comma list of: dsv3 kimi qwen235 qwen30 mixtral ep (default: all, in that order)\n"
           "  --tokens   comma list of T (default: 1,16,128,1024,4096,16384)\n"
           "  --reps     timed runs per row, median (default 30; 15 when one run exceeds 50 ms)\n"
           "  --quick    --config dsv3 --tokens 1,128,4096\n"
           "  --no-peer  skip the cuBLASLt peer\n"
           "  --pdl      fp8moe_args.enable_pdl for the fp8moe rows (default 1)\n"
+          "  --load     uniform (default) or both: also a routed-skewed row, the routed layer with a\n"
+          "             trained-router-like skewed expert load (the busiest expert ~12x the mean)\n"
           "  --features also time one shared expert in the call (routed+shared), the same expert as a\n"
           "             separate call (one-expert), and batch_invariant=1 (routed-invariant)\n"
           "  --csv      also write the rows as CSV (with the device and floors as # comments)\n");
@@ -225,6 +229,14 @@ int main(int argc, char **argv) {
     } else if (a == "--no-peer") opt.peer = 0;
     else if (a == "--pdl") opt.pdl = atoi(next()) != 0;
     else if (a == "--features") opt.features = 1;
+    else if (a == "--load") {
+      std::string l = next();
+      if (l != "uniform" && l != "skewed" && l != "both") {
+        usage();
+        return 2;
+      }
+      opt.skewed = l != "uniform";
+    }
     else if (a == "--csv") csv = next();
     else if (a == "--seed") opt.seed = strtoull(next(), NULL, 0), seeded = true;
     else if (a == "--max-sets") opt.max_sets = std::max(1, atoi(next()));

@@ -46,6 +46,7 @@ struct bench_options {
   int max_sets = 16;       /* cap on rotated weight sets */
   int peer = 1;            /* run the cuBLASLt peer */
   int pdl = 1;             /* fp8moe_args.enable_pdl for the fp8moe rows */
+  int skewed = 0;          /* also a routed row with a skewed expert load */
   int features = 0;        /* rows for the 0.3 features: shared expert, one-expert call, batch invariance */
   uint64_t seed = 0;
 };
@@ -61,7 +62,7 @@ struct bench_env {
 struct bench_row {
   std::string config;
   int T;
-  std::string mode;        /* nonrouted / routed / cublaslt-peer / routed+shared / one-expert / routed-invariant */
+  std::string mode;        /* nonrouted / routed / routed-skewed / cublaslt-peer / routed+shared / one-expert / routed-invariant */
   double time_us;          /* median; NaN when not run */
   double floor_us;
   double floor_pct;

@@ -35,13 +35,6 @@ namespace {
 const uint16_t Y_UNUSED = 0x7FC1u; /* a bf16 NaN: rows of y no slot points at */
 const int GUARD = 64;              /* poisoned bf16 past the output */
 
-uint64_t announce_seed(const char *what) {
-  uint64_t s = fp8moe_test_seed();
-  fprintf(stderr, "[%s] seed %llu (FP8MOE_SEED=%llu to replay)\n", what, (unsigned long long)s,
-          (unsigned long long)s);
-  return s;
-}
-
 /* ---- the stage under test ------------------------------------------------ */
 
 struct combine_bufs {
@@ -187,7 +180,7 @@ void check_combine(fp8moe_rng *rng, const combine_case &c) {
 /* Tokens x locality x y kind x shared experts for one (K, H). */
 template <int K, int H>
 void combine_matrix(const char *name, const int *Ts, int nT, const int *Ss, int nS) {
-  fp8moe_rng rng = {announce_seed(name)};
+  fp8moe_rng rng = {fp8moe_test_announce_seed(name)};
   static const float p_local[] = {0.0f, 0.3f, 1.0f};
   int cases = 0;
   for (int ti = 0; ti < nT; ti++)
@@ -239,7 +232,7 @@ Test(gpu_combine, eight_shared_experts) {
 
 /* T = 0: nothing is launched, nothing written. */
 Test(gpu_combine, zero_tokens) {
-  fp8moe_rng rng = {announce_seed("T=0")};
+  fp8moe_rng rng = {fp8moe_test_announce_seed("T=0")};
   combine_case c = {0, 0, 1.0f, Y_NORMAL};
   check_combine<8, 7168>(&rng, c);
   c.S = 2;

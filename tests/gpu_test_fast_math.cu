@@ -30,17 +30,11 @@ using namespace fp8moe::detail;
 
 TestSuite(fast_math, .init = fp8moe_test_require_gpu, .timeout = 600);
 
-static uint64_t seed_logged(const char *what) {
-  const uint64_t s = fp8moe_test_seed();
-  cr_log_info("%s: seed %llu (FP8MOE_SEED=%llu reproduces)", what, (unsigned long long)s, (unsigned long long)s);
-  return s;
-}
-
 /* ---- the quantizer ---- */
 
 Test(fast_math, quantizer_bitwise) {
   enum { H = 1024 };
-  fp8moe_rng rng = {seed_logged("quantizer")};
+  fp8moe_rng rng = {fp8moe_test_announce_seed("quantizer")};
   const int Ts[] = {1, 7, 64, 333};
   for (int T : Ts) {
     std::vector<uint16_t> x((size_t)T * H);
@@ -244,7 +238,7 @@ static bool is_sm90(void) {
 }
 
 Test(fast_math, gemm1_requant_bitwise_both_paths) {
-  fp8moe_rng rng = {seed_logged("gemm1")};
+  fp8moe_rng rng = {fp8moe_test_announce_seed("gemm1")};
   /* an empty group, a one-row group, partial tiles of 16, 64 and 128 rows */
   const std::vector<int> rows = {37, 0, 1, 130, 64, 200};
   const gemm1_case c = make_case(&rng, rows);

@@ -43,19 +43,6 @@ const uint32_t W_POISON = 0x7FC0FFEEu; /* a NaN payload no weight in these tests
 const uint8_t X_POISON = 0xA5;         /* fp8 rows; a whole poisoned row never equals a random one */
 const int GUARD = 64;                  /* poisoned words past every output */
 
-uint64_t announce_seed(const char *what) {
-  uint64_t s = fp8moe_test_seed();
-  fprintf(stderr, "[%s] seed %llu (FP8MOE_SEED=%llu to replay)\n", what, (unsigned long long)s,
-          (unsigned long long)s);
-  return s;
-}
-
-uint32_t bits_f(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  return u;
-}
-
 /* ---- the stage under test ------------------------------------------------ */
 
 /* Device buffers of the front, as moe_front passes them. */
@@ -332,8 +319,8 @@ void check_front(fp8moe_rng *rng, const front_case &c) {
     cr_assert_eq(g_se[i], local[i], "%s: slot %zu (token %zu, id %d): slot_expert %d, want %d", what, i, i / K, mid[i],
                  g_se[i], local[i]);
     if (local[i] >= 0)
-      cr_assert_eq(g_w[i], bits_f(mw[i]), "%s: slot %zu: slot_weight 0x%08x, want 0x%08x (%g)", what, i, g_w[i],
-                   bits_f(mw[i]), (double)mw[i]);
+      cr_assert_eq(g_w[i], fp8moe__float_bits(mw[i]), "%s: slot %zu: slot_weight 0x%08x, want 0x%08x (%g)", what, i, g_w[i],
+                   fp8moe__float_bits(mw[i]), (double)mw[i]);
   }
   if (c.counter)
     cr_assert_eq(g_invalid, counter0 + invalid, "%s: invalid-id counter %d, want %d + %d", what, g_invalid, counter0,
@@ -374,9 +361,9 @@ void check_front(fp8moe_rng *rng, const front_case &c) {
                        r >= (size_t)total ? ", shared" : "", h, got[h], x[(size_t)t * H + h]);
       }
       for (int bb = 0; bb < HB; bb++)
-        cr_assert_eq(g_xs[(size_t)bb * ld + r], bits_f(xs[(size_t)bb * T + t]),
+        cr_assert_eq(g_xs[(size_t)bb * ld + r], fp8moe__float_bits(xs[(size_t)bb * T + t]),
                      "%s: x_perm_scale[%d][%zu] (token %lld) 0x%08x, want 0x%08x", what, bb, r, t,
-                     g_xs[(size_t)bb * ld + r], bits_f(xs[(size_t)bb * T + t]));
+                     g_xs[(size_t)bb * ld + r], fp8moe__float_bits(xs[(size_t)bb * T + t]));
     }
   }
   /* rows past the used ones, and the guard after the buffer */
@@ -395,7 +382,7 @@ void check_front(fp8moe_rng *rng, const front_case &c) {
 /* Every form and pattern for one shape; the forms rotate with the patterns. */
 template <int E, int K, int H>
 void front_matrix(const char *name, const int *Ts, int nT, int E_loc, int offset, int S) {
-  fp8moe_rng rng = {announce_seed(name)};
+  fp8moe_rng rng = {fp8moe_test_announce_seed(name)};
   int cases = 0;
   for (int ti = 0; ti < nT; ti++)
     for (int p = UNIFORM; p <= NONE_LOCAL; p++) {
@@ -456,7 +443,7 @@ Test(gpu_permute, shared_experts) {
 
 /* T = 0: decode and permute launch nothing; the scan gives zero offsets. */
 Test(gpu_permute, zero_tokens) {
-  fp8moe_rng rng = {announce_seed("T=0")};
+  fp8moe_rng rng = {fp8moe_test_announce_seed("T=0")};
   for (int f = PACKED; f <= IN_PLACE; f++) {
     front_case c = {0, 8, 0, 0, (form)f, UNIFORM, f % 2 == 0};
     check_front<8, 2, 128>(&rng, c);

@@ -29,24 +29,6 @@ namespace {
 const uint32_t SCALE_POISON = 0x7FC0DEADu; /* scales are never NaN */
 const int GUARD = 32;                      /* poisoned words past every output */
 
-uint64_t announce_seed(const char *what) {
-  uint64_t s = fp8moe_test_seed();
-  fprintf(stderr, "[%s] seed %llu (FP8MOE_SEED=%llu to replay)\n", what, (unsigned long long)s,
-          (unsigned long long)s);
-  return s;
-}
-
-float f_bits(uint32_t u) {
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
-uint32_t bits_f(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  return u;
-}
-
 /* The one call under test; a signature change is a one-line fix here. */
 fp8moe_status quantize(const uint16_t *x, int T, uint8_t *q, float *s, int H) {
   switch (H) {
@@ -116,8 +98,8 @@ void check_quantize(fp8moe_rng *rng, int T, int H, const char *name, bool offset
       cr_assert_eq(gs[ns + i], SCALE_POISON, "%s T=%d: scale written past the end", name, T);
     }
     for (size_t i = 0; i < ns; i++)
-      cr_assert_eq(gs[i], bits_f(rs[i]), "%s T=%d: scale [b=%zu][t=%zu] 0x%08x (%g), reference 0x%08x (%g)", name, T,
-                   i / (size_t)(T ? T : 1), i % (size_t)(T ? T : 1), gs[i], (double)f_bits(gs[i]), bits_f(rs[i]),
+      cr_assert_eq(gs[i], fp8moe__float_bits(rs[i]), "%s T=%d: scale [b=%zu][t=%zu] 0x%08x (%g), reference 0x%08x (%g)", name, T,
+                   i / (size_t)(T ? T : 1), i % (size_t)(T ? T : 1), gs[i], (double)fp8moe__bits_float(gs[i]), fp8moe__float_bits(rs[i]),
                    (double)rs[i]);
     for (size_t i = 0; i < n; i++)
       cr_assert_eq(gq[i], rq[i], "%s T=%d: fp8 [t=%zu][h=%zu] 0x%02x, reference 0x%02x (x bf16 0x%04x)", name, T,
@@ -131,7 +113,7 @@ void check_quantize(fp8moe_rng *rng, int T, int H, const char *name, bool offset
 } // namespace
 
 Test(gpu_quantize, matches_reference) {
-  uint64_t seed = announce_seed("quantize");
+  uint64_t seed = fp8moe_test_announce_seed("quantize");
   fp8moe_rng rng = {seed};
   static const int Ts[] = {0, 1, 2, 3, 7, 15, 16, 17, 33, 1000};
   for (int T : Ts) {
@@ -142,7 +124,7 @@ Test(gpu_quantize, matches_reference) {
 }
 
 Test(gpu_quantize, least_aligned_buffers) {
-  uint64_t seed = announce_seed("quantize, least aligned");
+  uint64_t seed = fp8moe_test_announce_seed("quantize, least aligned");
   fp8moe_rng rng = {seed};
   static const int Ts[] = {1, 5, 16, 37};
   for (int T : Ts) {

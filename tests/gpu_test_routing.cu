@@ -41,19 +41,6 @@ const char *method_name(int m) {
   return m >= 0 && m < 6 ? n[m] : "?";
 }
 
-uint64_t announce_seed(const char *what) {
-  uint64_t s = fp8moe_test_seed();
-  fprintf(stderr, "[%s] seed %llu (FP8MOE_SEED=%llu to replay)\n", what, (unsigned long long)s,
-          (unsigned long long)s);
-  return s;
-}
-
-float f_bits(uint32_t u) {
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
-
 /* ---- routing data --------------------------------------------------------- */
 
 /* Tie-free random logit: N(0, 2) on a 2^-12 grid. */
@@ -213,7 +200,7 @@ void run_route_case(fp8moe_rng *rng, const route_case &c) {
     char got[512] = "", want[512] = "";
     for (int k = 0; k < K; k++) {
       size_t a = strlen(got), b = strlen(want);
-      snprintf(got + a, sizeof got - a, " %d:%.9g", gi[k], (double)f_bits(gw[k]));
+      snprintf(got + a, sizeof got - a, " %d:%.9g", gi[k], (double)fp8moe__bits_float(gw[k]));
       snprintf(want + b, sizeof want - b, " %d:%.9g", ri[k], (double)rw[k]);
     }
     for (int k = 0; k < K; k++) {
@@ -227,8 +214,8 @@ void run_route_case(fp8moe_rng *rng, const route_case &c) {
     cr_assert(gs == rs, "%s: token %d selects another expert set\n  gpu:%s\n  ref:%s", what, t, got, want);
     for (int k = 0; k < K; k++) {
       cr_assert_eq(gi[k], ri[k], "%s: token %d slot %d: order differs\n  gpu:%s\n  ref:%s", what, t, k, got, want);
-      cr_assert(weight_close(f_bits(gw[k]), rw[k]), "%s: token %d slot %d weight %.9g, reference %.9g\n  gpu:%s\n  ref:%s",
-                what, t, k, (double)f_bits(gw[k]), (double)rw[k], got, want);
+      cr_assert(weight_close(fp8moe__bits_float(gw[k]), rw[k]), "%s: token %d slot %d weight %.9g, reference %.9g\n  gpu:%s\n  ref:%s",
+                what, t, k, (double)fp8moe__bits_float(gw[k]), (double)rw[k], got, want);
     }
   }
 }
@@ -240,7 +227,7 @@ struct group_cfg {
 /* Every method x logits dtype x bias x T for one (E, K); groups: DeepSeekV3 groupings to try. */
 template <int E, int K>
 void route_matrix(const char *name, int hostile, const group_cfg *groups, int ngroups) {
-  uint64_t seed = announce_seed(name);
+  uint64_t seed = fp8moe_test_announce_seed(name);
   fp8moe_rng rng = {seed};
   static const int Ts[] = {1, 7, 1000};
   static const float scales[] = {0.0f, 2.5f, 2.827f};

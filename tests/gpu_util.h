@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <cuda_runtime.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,14 @@ static inline uint64_t fp8moe_test_seed(void) {
   struct timespec ts;
   timespec_get(&ts, TIME_UTC);
   return (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20);
+}
+
+/* The seed of a test's data, printed so that FP8MOE_SEED=<it> replays it. */
+static inline uint64_t fp8moe_test_announce_seed(const char *what) {
+  const uint64_t s = fp8moe_test_seed();
+  fprintf(stderr, "[%s] seed %llu (FP8MOE_SEED=%llu to replay)\n", what, (unsigned long long)s,
+          (unsigned long long)s);
+  return s;
 }
 
 template <class T>

@@ -181,7 +181,6 @@ static fp8moe_status moe_run(const fp8moe_args *a, void *workspace, size_t works
   g2.b_extra_scale = a->shared_w2_scale;
   g2.c = ws + L.y; /* bf16 rows, over x_perm (dead after GEMM1) */
   g2.c_scale = NULL;
-  g2.swiglu_alpha = g2.swiglu_beta = g2.swiglu_limit = NULL;
   if ((st = grouped_gemm_launch<H, I, epilogue::store_bf16>(g2, s, pdl, pin)) != FP8MOE_OK) return st;
 
   combine_params cp;

@@ -68,12 +68,8 @@ static fp8moe_status grouped_gemm_run(const fp8moe_grouped_gemm_args *args, cuda
   p.num_groups = args->num_groups;
   p.m_total = args->num_rows;
   p.c = args->c;
-  p.b_extra = NULL;
-  p.b_extra_scale = NULL;
-  p.extra_groups = 0;
   p.c_scale = NULL;
   p.c_scale_ld = 0;
-  p.swiglu_alpha = p.swiglu_beta = p.swiglu_limit = NULL;
   if (args->c_dtype == FP8MOE_DTYPE_BF16) return grouped_gemm_launch<N, K, epilogue::store_bf16>(p, stream);
   return grouped_gemm_launch<N, K, epilogue::store_fp32>(p, stream);
 }

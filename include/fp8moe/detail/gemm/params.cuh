@@ -51,24 +51,24 @@ enum { gemm_max_groups = FP8MOE_MAX_EXPERTS + FP8MOE_MAX_SHARED_EXPERTS };
 /* Every field defaults to zero / NULL: extra groups, the SwiGLU coefficients
  * and c_scale are optional. */
 struct grouped_gemm_params {
-  const uint8_t *a = nullptr;          /* [m_total, K] */
-  const float *a_scale = nullptr;      /* [K/128, a_scale_ld] */
+  const uint8_t *a = nullptr;           /* [m_total, K] */
+  const float *a_scale = nullptr;       /* [K/128, a_scale_ld] */
   long long a_scale_ld = 0;
-  const uint8_t *b = nullptr;          /* [num_groups - extra_groups, N, K] */
-  const float *b_scale = nullptr;      /* [num_groups - extra_groups, N/128, K/128] */
-  const uint8_t *b_extra = nullptr;    /* [extra_groups, N, K], or NULL when extra_groups = 0 */
+  const uint8_t *b = nullptr;           /* [num_groups - extra_groups, N, K] */
+  const float *b_scale = nullptr;       /* [num_groups - extra_groups, N/128, K/128] */
+  const uint8_t *b_extra = nullptr;     /* [extra_groups, N, K], or NULL when extra_groups = 0 */
   const float *b_extra_scale = nullptr;
-  int extra_groups = 0;          /* 0 <= extra_groups <= num_groups */
-  const int *group_offset = nullptr;   /* device, [num_groups + 1], non-decreasing, group_offset[0] >= 0 */
+  int extra_groups = 0;                 /* 0 <= extra_groups <= num_groups */
+  const int *group_offset = nullptr;    /* device, [num_groups + 1], non-decreasing, group_offset[0] >= 0 */
   int num_groups = 0;
-  int m_total = 0;               /* host-known upper bound: group_offset[num_groups] <= m_total */
-  void *c = nullptr;                   /* see the epilogues */
-  float *c_scale = nullptr;            /* swiglu_quant only */
+  int m_total = 0;                      /* host-known upper bound: group_offset[num_groups] <= m_total */
+  void *c = nullptr;                    /* see the epilogues */
+  float *c_scale = nullptr;             /* swiglu_quant only */
   long long c_scale_ld = 0;
   /* swiglu_quant: per group of b (not b_extra, which take the defaults), or NULL for the default */
-  const float *swiglu_alpha = nullptr; /* 1 */
-  const float *swiglu_beta = nullptr;  /* 0 */
-  const float *swiglu_limit = nullptr; /* +inf: no clamp */
+  const float *swiglu_alpha = nullptr;  /* 1 */
+  const float *swiglu_beta = nullptr;   /* 0 */
+  const float *swiglu_limit = nullptr;  /* +inf: no clamp */
 };
 
 /* A group's weights: its [N, K] block of B and its [N/128, K/128] scales. */

@@ -140,14 +140,6 @@ static __global__ void peer_pad_scales_kernel(const float *src, float *dst, long
 
 /* ---- cuBLASLt plumbing ------------------------------------------------- */
 
-struct peer_call {
-  cublasLtMatmulDesc_t desc;
-  cublasLtMatrixLayout_t a, b, d;
-  cublasLtMatmulAlgo_t algo;
-  const void *A, *B;
-  void *D;
-};
-
 struct peer_plan {
   std::vector<std::vector<peer_call>> g1, g2; /* [set][active expert] */
   std::vector<cublasLtMatrixLayout_t> layouts;
@@ -157,43 +149,6 @@ struct peer_plan {
     for (auto l : layouts) cublasLtMatrixLayoutDestroy(l);
   }
 };
-
-/* A block-scaled TN descriptor: A = weights (128x128), B = activations (1x128). */
-static cublasStatus_t peer_desc(cublasLtMatmulDesc_t *d, const float *a_scale, const float *b_scale) {
-  cublasStatus_t st = cublasLtMatmulDescCreate(d, CUBLAS_COMPUTE_32F, CUDA_R_32F);
-  if (st != CUBLAS_STATUS_SUCCESS) return st;
-  cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  int32_t am = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, bm = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
-  if ((st = cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta))) return st;
-  if ((st = cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb))) return st;
-  if ((st = cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &am, sizeof am))) return st;
-  if ((st = cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bm, sizeof bm))) return st;
-  if ((st = cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof a_scale)))
-    return st;
-  return cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof b_scale);
-}
-
-/* The heuristic's first choice for this call, with the pointers' real
- * alignments declared; *found = 0 when it offers none. */
-static cublasStatus_t peer_algo(cublasLtHandle_t lt, peer_call &c, size_t ws_bytes, int *found) {
-  cublasLtMatmulPreference_t pref;
-  cublasStatus_t st = cublasLtMatmulPreferenceCreate(&pref);
-  if (st != CUBLAS_STATUS_SUCCESS) return st;
-  uint32_t al[4] = {ptr_alignment(c.A), ptr_alignment(c.B), ptr_alignment(c.D), ptr_alignment(c.D)};
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes, sizeof ws_bytes);
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0], 4);
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], 4);
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], 4);
-  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[3], 4);
-  cublasLtMatmulHeuristicResult_t res;
-  memset(&res, 0, sizeof res);
-  *found = 0;
-  st = cublasLtMatmulAlgoGetHeuristic(lt, c.desc, c.a, c.b, c.d, c.d, pref, 1, &res, found);
-  cublasLtMatmulPreferenceDestroy(pref);
-  if (st == CUBLAS_STATUS_SUCCESS && *found > 0) c.algo = res.algo;
-  if (st == CUBLAS_STATUS_NOT_SUPPORTED) { *found = 0; st = CUBLAS_STATUS_SUCCESS; }
-  return st;
-}
 
 /* ---- the per-shape harness --------------------------------------------- */
 

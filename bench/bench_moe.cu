@@ -43,12 +43,7 @@
 #include "bench_moe.h"
 #include "bench_util.cuh"
 
-double bench_median(std::vector<float> v) {
-  if (v.empty()) return NAN;
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * ((double)v[n / 2 - 1] + v[n / 2]);
-}
+double bench_median(std::vector<float> v) { return bench::median(std::move(v)); }
 
 void bench_fill_row(bench_row &r, double weight_bytes, double flops, const bench_env &env) {
   const double t_bw = weight_bytes / env.copy_Bps, t_fl = flops / env.fp8_flops;
@@ -77,90 +72,6 @@ static const bench_config CONFIGS[] = {
 };
 static const int NCONFIGS = (int)(sizeof CONFIGS / sizeof CONFIGS[0]);
 
-/* ---- the floors ---- */
-
-static int measure_copy(double *Bps, double *ms_out) {
-  const size_t bytes = (size_t)2 << 30;
-  void *a = NULL, *b = NULL;
-  BENCH_CUDA(cudaMalloc(&a, bytes));
-  BENCH_CUDA(cudaMalloc(&b, bytes));
-  if (bench::fill_e4m3(a, bytes, 12345, 0)) return -1;
-  std::vector<float> ms;
-  auto copy = [&](int) -> int {
-    BENCH_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, 0));
-    return 0;
-  };
-  if (bench::time_runs(copy, 2, 10, 0, ms)) return -1;
-  const double med = bench_median(ms);
-  *ms_out = med;
-  *Bps = 2.0 * (double)bytes / (med * 1e-3);
-  cudaFree(a);
-  cudaFree(b);
-  return 0;
-}
-
-/* FP8 e4m3 GEMM n^3 through cuBLASLt; *flops = best median rate over the
- * heuristic's candidates; *algos = how many were tried. */
-static int measure_fp8(int fast_accum, double *flops, int *algos) {
-  const int n = 8192;
-  const size_t ab = (size_t)n * n;
-  void *A = NULL, *B = NULL, *D = NULL, *ws = NULL;
-  const size_t ws_bytes = (size_t)64 << 20;
-  BENCH_CUDA(cudaMalloc(&A, ab));
-  BENCH_CUDA(cudaMalloc(&B, ab));
-  BENCH_CUDA(cudaMalloc(&D, ab * 2));
-  BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
-  if (bench::fill_e4m3(A, ab, 777, 0) || bench::fill_e4m3(B, ab, 778, 0)) return -1;
-  cublasLtHandle_t lt;
-  BENCH_LT(cublasLtCreate(&lt));
-  cublasLtMatmulDesc_t desc;
-  BENCH_LT(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  int8_t fa = (int8_t)fast_accum;
-  BENCH_LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-  BENCH_LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-  BENCH_LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fa, sizeof fa));
-  cublasLtMatrixLayout_t la, lb, ld;
-  BENCH_LT(cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, n, n, n));
-  BENCH_LT(cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, n, n, n));
-  BENCH_LT(cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, n, n, n));
-  cublasLtMatmulPreference_t pref;
-  BENCH_LT(cublasLtMatmulPreferenceCreate(&pref));
-  BENCH_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
-                                                sizeof ws_bytes));
-  cublasLtMatmulHeuristicResult_t res[8];
-  int found = 0;
-  BENCH_LT(cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, ld, ld, pref, 8, res, &found));
-  const float one = 1.0f, zero = 0.0f;
-  double best_ms = INFINITY;
-  int best = -1;
-  for (int pass = 0; pass < 2; pass++) {
-    /* pass 0: 3 runs of each candidate; pass 1: 20 runs of the fastest */
-    for (int i = 0; i < found; i++) {
-      if (pass == 1 && i != best) continue;
-      std::vector<float> ms;
-      auto run = [&](int) -> int {
-        BENCH_LT(cublasLtMatmul(lt, desc, &one, A, la, B, lb, &zero, D, ld, D, ld, &res[i].algo, ws, ws_bytes, 0));
-        return 0;
-      };
-      if (bench::time_runs(run, 2, pass ? 20 : 3, 0, ms)) continue;
-      double m = bench_median(ms);
-      if (pass == 0 && m < best_ms) best_ms = m, best = i;
-      if (pass == 1) best_ms = m;
-    }
-    if (best < 0) break;
-  }
-  *algos = found;
-  *flops = best >= 0 ? 2.0 * n * (double)n * n / (best_ms * 1e-3) : NAN;
-  cublasLtMatmulPreferenceDestroy(pref);
-  cublasLtMatrixLayoutDestroy(la);
-  cublasLtMatrixLayoutDestroy(lb);
-  cublasLtMatrixLayoutDestroy(ld);
-  cublasLtMatmulDescDestroy(desc);
-  cublasLtDestroy(lt);
-  cudaFree(A), cudaFree(B), cudaFree(D), cudaFree(ws);
-  return best >= 0 ? 0 : -1;
-}
 
 /* ---- command line ---- */
 
@@ -302,10 +213,10 @@ int main(int argc, char **argv) {
   BENCH_CUDA(cudaMemGetInfo(&env.free_bytes, &tot));
   double copy_ms = 0, fp8_fast = NAN, fp8_slow = NAN;
   int n_fast = 0, n_slow = 0;
-  if (measure_copy(&env.copy_Bps, &copy_ms)) return 1;
+  if (bench::measure_copy(&env.copy_Bps, &copy_ms)) return 1;
   fprintf(stderr, "bench_moe: copy %.0f GB/s (2 GiB in %.3f ms, read + write counted)\n", env.copy_Bps / 1e9, copy_ms);
-  if (measure_fp8(1, &fp8_fast, &n_fast)) fprintf(stderr, "bench_moe: FP8 GEMM with fast accumulation failed\n");
-  if (measure_fp8(0, &fp8_slow, &n_slow)) fprintf(stderr, "bench_moe: FP8 GEMM without fast accumulation failed\n");
+  if (bench::measure_fp8(1, &fp8_fast, &n_fast)) fprintf(stderr, "bench_moe: FP8 GEMM with fast accumulation failed\n");
+  if (bench::measure_fp8(0, &fp8_slow, &n_slow)) fprintf(stderr, "bench_moe: FP8 GEMM without fast accumulation failed\n");
   env.fp8_flops = std::max(isfinite(fp8_fast) ? fp8_fast : 0.0, isfinite(fp8_slow) ? fp8_slow : 0.0);
   if (!(env.fp8_flops > 0)) {
     fprintf(stderr, "bench_moe: no FP8 GEMM ran; cannot set the compute floor\n");

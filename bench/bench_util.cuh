@@ -1,5 +1,6 @@
 /* bench/bench_util.cuh - small helpers of the benchmark: error checks, random
- * data made on the GPU, event timing, cuBLASLt status names.
+ * data made on the GPU, event timing, the cuBLASLt block-scaled call of the
+ * peers, and the two floors (copy bandwidth, FP8 tensor rate).
  *
  * Everything here is `static`, so each translation unit gets its own copy and
  * the kernels never clash at link time.
@@ -141,6 +142,146 @@ static inline double rel_l2_bf16(const std::vector<uint16_t> &a, const std::vect
   return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
+
+/* Median of a vector (copied, sorted); NaN when empty. */
+static inline double median(std::vector<float> v) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * ((double)v[n / 2 - 1] + v[n / 2]);
+}
+
+/* ---- cuBLASLt's block-scaled FP8 GEMM (the peers) ---- */
+
+struct peer_call {
+  cublasLtMatmulDesc_t desc;
+  cublasLtMatrixLayout_t a, b, d;
+  cublasLtMatmulAlgo_t algo;
+  const void *A, *B;
+  void *D;
+};
+
+/* A block-scaled TN descriptor: A = weights (128x128), B = activations (1x128). */
+static cublasStatus_t peer_desc(cublasLtMatmulDesc_t *d, const float *a_scale, const float *b_scale) {
+  cublasStatus_t st = cublasLtMatmulDescCreate(d, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+  if (st != CUBLAS_STATUS_SUCCESS) return st;
+  cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  int32_t am = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, bm = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+  if ((st = cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta))) return st;
+  if ((st = cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb))) return st;
+  if ((st = cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &am, sizeof am))) return st;
+  if ((st = cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bm, sizeof bm))) return st;
+  if ((st = cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof a_scale)))
+    return st;
+  return cublasLtMatmulDescSetAttribute(*d, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof b_scale);
+}
+
+/* The heuristic's first choice for this call, with the pointers' real
+ * alignments declared; *found = 0 when it offers none. */
+static cublasStatus_t peer_algo(cublasLtHandle_t lt, peer_call &c, size_t ws_bytes, int *found) {
+  cublasLtMatmulPreference_t pref;
+  cublasStatus_t st = cublasLtMatmulPreferenceCreate(&pref);
+  if (st != CUBLAS_STATUS_SUCCESS) return st;
+  uint32_t al[4] = {ptr_alignment(c.A), ptr_alignment(c.B), ptr_alignment(c.D), ptr_alignment(c.D)};
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes, sizeof ws_bytes);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al[0], 4);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al[1], 4);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al[2], 4);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al[3], 4);
+  cublasLtMatmulHeuristicResult_t res;
+  memset(&res, 0, sizeof res);
+  *found = 0;
+  st = cublasLtMatmulAlgoGetHeuristic(lt, c.desc, c.a, c.b, c.d, c.d, pref, 1, &res, found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st == CUBLAS_STATUS_SUCCESS && *found > 0) c.algo = res.algo;
+  if (st == CUBLAS_STATUS_NOT_SUPPORTED) { *found = 0; st = CUBLAS_STATUS_SUCCESS; }
+  return st;
+}
+
+/* ---- the floors: measured at start-up, in the same process, on the same card ---- */
+
+static int measure_copy(double *Bps, double *ms_out) {
+  const size_t bytes = (size_t)2 << 30;
+  void *a = NULL, *b = NULL;
+  BENCH_CUDA(cudaMalloc(&a, bytes));
+  BENCH_CUDA(cudaMalloc(&b, bytes));
+  if (bench::fill_e4m3(a, bytes, 12345, 0)) return -1;
+  std::vector<float> ms;
+  auto copy = [&](int) -> int {
+    BENCH_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, 0));
+    return 0;
+  };
+  if (bench::time_runs(copy, 2, 10, 0, ms)) return -1;
+  const double med = median(ms);
+  *ms_out = med;
+  *Bps = 2.0 * (double)bytes / (med * 1e-3);
+  cudaFree(a);
+  cudaFree(b);
+  return 0;
+}
+
+/* FP8 e4m3 GEMM n^3 through cuBLASLt; *flops = best median rate over the
+ * heuristic's candidates; *algos = how many were tried. */
+static int measure_fp8(int fast_accum, double *flops, int *algos) {
+  const int n = 8192;
+  const size_t ab = (size_t)n * n;
+  void *A = NULL, *B = NULL, *D = NULL, *ws = NULL;
+  const size_t ws_bytes = (size_t)64 << 20;
+  BENCH_CUDA(cudaMalloc(&A, ab));
+  BENCH_CUDA(cudaMalloc(&B, ab));
+  BENCH_CUDA(cudaMalloc(&D, ab * 2));
+  BENCH_CUDA(cudaMalloc(&ws, ws_bytes));
+  if (bench::fill_e4m3(A, ab, 777, 0) || bench::fill_e4m3(B, ab, 778, 0)) return -1;
+  cublasLtHandle_t lt;
+  BENCH_LT(cublasLtCreate(&lt));
+  cublasLtMatmulDesc_t desc;
+  BENCH_LT(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  int8_t fa = (int8_t)fast_accum;
+  BENCH_LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+  BENCH_LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+  BENCH_LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fa, sizeof fa));
+  cublasLtMatrixLayout_t la, lb, ld;
+  BENCH_LT(cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, n, n, n));
+  BENCH_LT(cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, n, n, n));
+  BENCH_LT(cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, n, n, n));
+  cublasLtMatmulPreference_t pref;
+  BENCH_LT(cublasLtMatmulPreferenceCreate(&pref));
+  BENCH_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
+                                                sizeof ws_bytes));
+  cublasLtMatmulHeuristicResult_t res[8];
+  int found = 0;
+  BENCH_LT(cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, ld, ld, pref, 8, res, &found));
+  const float one = 1.0f, zero = 0.0f;
+  double best_ms = INFINITY;
+  int best = -1;
+  for (int pass = 0; pass < 2; pass++) {
+    /* pass 0: 3 runs of each candidate; pass 1: 20 runs of the fastest */
+    for (int i = 0; i < found; i++) {
+      if (pass == 1 && i != best) continue;
+      std::vector<float> ms;
+      auto run = [&](int) -> int {
+        BENCH_LT(cublasLtMatmul(lt, desc, &one, A, la, B, lb, &zero, D, ld, D, ld, &res[i].algo, ws, ws_bytes, 0));
+        return 0;
+      };
+      if (bench::time_runs(run, 2, pass ? 20 : 3, 0, ms)) continue;
+      double m = median(ms);
+      if (pass == 0 && m < best_ms) best_ms = m, best = i;
+      if (pass == 1) best_ms = m;
+    }
+    if (best < 0) break;
+  }
+  *algos = found;
+  *flops = best >= 0 ? 2.0 * n * (double)n * n / (best_ms * 1e-3) : NAN;
+  cublasLtMatmulPreferenceDestroy(pref);
+  cublasLtMatrixLayoutDestroy(la);
+  cublasLtMatrixLayoutDestroy(lb);
+  cublasLtMatrixLayoutDestroy(ld);
+  cublasLtMatmulDescDestroy(desc);
+  cublasLtDestroy(lt);
+  cudaFree(A), cudaFree(B), cudaFree(D), cudaFree(ws);
+  return best >= 0 ? 0 : -1;
+}
 } // namespace bench
 
 #endif /* FP8MOE_BENCH_UTIL_CUH */

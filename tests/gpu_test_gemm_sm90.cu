@@ -17,6 +17,7 @@
 #include <chrono>
 #include <stdio.h>
 #include <thread>
+#include <type_traits>
 #include <unistd.h>
 #include <vector>
 
@@ -158,14 +159,14 @@ static size_t out_bytes(int m_total) {
   return (size_t)m_total * (N / 2);
 }
 
-/* NCHUNK = 0: the default configuration (gemm_sm90_launch). */
-template <int N, int K, epilogue EPI, int NCHUNK = 0, int STAGES = 0>
+/* CFG = void: the default configuration (gemm_sm90_launch). */
+template <int N, int K, epilogue EPI, class CFG = void>
 static fp8moe_status launch(const grouped_gemm_params &p) {
-  if constexpr (NCHUNK == 0) return gemm_sm90_launch<N, K, EPI>(p, 0);
-  else return gemm_sm90_launch_config<N, K, EPI, NCHUNK, STAGES>(p, 0);
+  if constexpr (std::is_void<CFG>::value) return gemm_sm90_launch<N, K, EPI>(p, 0);
+  else return gemm_sm90_launch_config<N, K, EPI, CFG>(p, 0);
 }
 
-template <int N, int K, epilogue EPI, int NCHUNK = 0, int STAGES = 0>
+template <int N, int K, epilogue EPI, class CFG = void>
 static gpu_result run_gpu(const problem &P) {
   uint8_t *dA = dev_upload(P.A.data(), P.A.size());
   uint8_t *dB = dev_upload(P.B.data(), P.B.size());
@@ -191,7 +192,7 @@ static gpu_result run_gpu(const problem &P) {
   p.c = dC;
   p.c_scale = csn ? dCs : NULL;
   p.c_scale_ld = P.c_ld;
-  fp8moe_status s = launch<N, K, EPI, NCHUNK, STAGES>(p);
+  fp8moe_status s = launch<N, K, EPI, CFG>(p);
   cr_assert_eq(s, FP8MOE_OK, "launch: %s", fp8moe_status_string(s));
   sync_or_die("gemm_sm90");
   CUDA_OK(cudaGetLastError());
@@ -228,10 +229,10 @@ static void check_coverage(const problem &P, const std::vector<uint8_t> &c, size
 
 /* ---- store epilogues ---- */
 
-template <int N, int K, epilogue EPI, int NCHUNK = 0, int STAGES = 0>
+template <int N, int K, epilogue EPI, class CFG = void>
 static void check_store(const problem &P, const std::vector<double> &ref, const char *name) {
-  gpu_result r1 = run_gpu<N, K, EPI, NCHUNK, STAGES>(P);
-  gpu_result r2 = run_gpu<N, K, EPI, NCHUNK, STAGES>(P);
+  gpu_result r1 = run_gpu<N, K, EPI, CFG>(P);
+  gpu_result r2 = run_gpu<N, K, EPI, CFG>(P);
   const size_t eb = EPI == epilogue::store_fp32 ? 4 : 2;
   check_coverage(P, r1.c, (size_t)N * eb, eb);
   cr_expect(r1.c == r2.c, "%s: two runs differ", name);
@@ -274,11 +275,11 @@ static void check_store(const problem &P, const std::vector<double> &ref, const 
 
 /* ---- swiglu_quant ---- */
 
-template <int N, int K>
+template <int N, int K, class CFG = void>
 static void check_swiglu(const problem &P, const std::vector<double> &ref, const char *name) {
   constexpr int I = N / 2;
-  gpu_result r1 = run_gpu<N, K, epilogue::swiglu_quant>(P);
-  gpu_result r2 = run_gpu<N, K, epilogue::swiglu_quant>(P);
+  gpu_result r1 = run_gpu<N, K, epilogue::swiglu_quant, CFG>(P);
+  gpu_result r2 = run_gpu<N, K, epilogue::swiglu_quant, CFG>(P);
   check_coverage(P, r1.c, (size_t)I, 1);
   cr_expect(r1.c == r2.c && memcmp(r1.c_scale.data(), r2.c_scale.data(), r1.c_scale.size() * 4) == 0,
             "%s: two runs differ", name);
@@ -376,7 +377,7 @@ Test(gemm_sm90, store_bf16_deepseek_gemm2) {
   problem P = make_problem(7168, 2048, {1, 63, 0, 65, 129, 40}, 2, 3, 1, 0, &r);
   std::vector<double> ref = reference_gemm(P);
   check_store<7168, 2048, epilogue::store_bf16>(P, ref, "bf16 N7168 K2048 G6 (default tile)");
-  check_store<7168, 2048, epilogue::store_bf16, 1, 6>(P, ref, "bf16 N7168 K2048 G6 (BN=128 tile)");
+  check_store<7168, 2048, epilogue::store_bf16, sm90_config<128, 1, 6>>(P, ref, "bf16 N7168 K2048 G6 (BN=128 tile)");
   check_store<7168, 2048, epilogue::store_fp32>(P, ref, "fp32 N7168 K2048 G6");
 }
 
@@ -405,6 +406,87 @@ Test(gemm_sm90, swiglu_deepseek_gemm1) {
   check_swiglu<4096, 7168>(P, reference_gemm(P), "swiglu N4096 K7168 G8 (DeepSeek GEMM1)");
 }
 
+/* ---- the other tile configurations ----
+ * Every configuration computes each element the same way (the same 4 k32
+ * wgmma steps per K block, the same fp32 promotion order), so each must
+ * give the default configuration's bits, besides meeting the reference. */
+
+template <int N, int K, epilogue EPI, class CFG, class BASE = void>
+static void check_same_bits(const problem &P, const char *name) {
+  gpu_result d = run_gpu<N, K, EPI, BASE>(P);
+  gpu_result c = run_gpu<N, K, EPI, CFG>(P);
+  size_t diff = 0;
+  for (size_t i = 0; i < d.c.size(); i++) diff += d.c[i] != c.c[i];
+  const bool scales_equal = d.c_scale.size() == c.c_scale.size() &&
+                            memcmp(d.c_scale.data(), c.c_scale.data(), d.c_scale.size() * 4) == 0;
+  printf("  %-52s %zu of %zu output bytes differ from the %s\n", name, diff, d.c.size(),
+         std::is_void<BASE>::value ? "default tile" : "row-split tile");
+  cr_expect_eq(diff, 0, "%s: %zu output bytes differ", name, diff);
+  cr_expect(scales_equal, "%s: output scales differ", name);
+}
+
+using cfg_n192 = sm90_config<192, 1, 5>;           /* one m64n192 batch per K block */
+using cfg_cl2 = sm90_config<256, 2, 4, 2>;         /* the default tile in clusters of 2 */
+using cfg_128_cl2 = sm90_config<128, 1, 6, 2>;
+using cfg_256_half = sm90_config<256, 2, 4, 1, 2>; /* tiles of <= 64 rows split by columns, always */
+using cfg_128_half = sm90_config<128, 1, 6, 1, 2>;
+using cfg_256_full = sm90_config<256, 2, 4, 1, 0>; /* every tile split by rows */
+using cfg_128_full = sm90_config<128, 1, 6, 1, 0>;
+
+Test(gemm_sm90, store_tile_configs) {
+  fp8moe_rng r = seeded("store_tile_configs");
+  /* N = 7168 is not a multiple of 192: the last 192-column tile is partial */
+  problem P = make_problem(7168, 2048, {1, 63, 0, 65, 129, 40, 200}, 2, 3, 1, 0, &r);
+  std::vector<double> ref = reference_gemm(P);
+  check_store<7168, 2048, epilogue::store_bf16, cfg_n192>(P, ref, "bf16 N7168 K2048 BN=192");
+  check_same_bits<7168, 2048, epilogue::store_bf16, cfg_n192>(P, "bf16 N7168 K2048 BN=192");
+  /* clusters: pairs of m-tiles of one group (200 rows) share the weight
+   * tile, pairs across groups and the odd last tile do not */
+  check_store<7168, 2048, epilogue::store_bf16, cfg_cl2>(P, ref, "bf16 N7168 K2048 cluster 2");
+  check_same_bits<7168, 2048, epilogue::store_bf16, cfg_cl2>(P, "bf16 N7168 K2048 cluster 2");
+  /* 384 = 2 x 192: tiles start 0 and 64 columns into a scale block */
+  std::vector<int> s = random_sizes(&r, 33, 150);
+  problem Q = make_problem(384, 256, s, 1, 2, 7, 0, &r);
+  std::vector<double> refq = reference_gemm(Q);
+  check_store<384, 256, epilogue::store_fp32, cfg_n192>(Q, refq, "fp32 N384 K256 G33 BN=192");
+  check_same_bits<384, 256, epilogue::store_fp32, cfg_n192>(Q, "fp32 N384 K256 G33 BN=192");
+  check_store<384, 256, epilogue::store_fp32, cfg_128_cl2>(Q, refq, "fp32 N384 K256 G33 BN=128 cluster 2");
+  check_same_bits<384, 256, epilogue::store_fp32, cfg_128_cl2>(Q, "fp32 N384 K256 G33 BN=128 cluster 2");
+  /* one big group: every pair shares its weight tile */
+  problem R1 = make_problem(384, 256, {1000}, 0, 0, 0, 0, &r);
+  check_store<384, 256, epilogue::store_fp32, cfg_128_cl2>(R1, reference_gemm(R1), "fp32 N384 K256 G1 BN=128 cluster 2");
+}
+
+/* half tiles: decode-sized groups and groups' short last tiles */
+Test(gemm_sm90, half_tiles) {
+  fp8moe_rng r = seeded("half_tiles");
+  problem P = make_problem(7168, 2048, {1, 63, 0, 64, 65, 129, 40, 200, 7}, 2, 3, 1, 0, &r);
+  std::vector<double> ref = reference_gemm(P);
+  check_store<7168, 2048, epilogue::store_bf16, cfg_256_half>(P, ref, "bf16 N7168 K2048 half tiles");
+  check_same_bits<7168, 2048, epilogue::store_bf16, cfg_256_half, cfg_256_full>(P, "bf16 N7168 K2048 half tiles");
+  check_same_bits<7168, 2048, epilogue::store_fp32, cfg_128_half, cfg_128_full>(P, "fp32 N7168 K2048 BN=128 half tiles");
+  problem S = make_problem(512, 256, edge_sizes(), 4, 6, 5, 3, &r);
+  check_swiglu<512, 256, cfg_256_half>(S, reference_gemm(S), "swiglu N512 K256 G8 edge sizes, half tiles");
+  check_same_bits<512, 256, epilogue::swiglu_quant, cfg_256_half, cfg_256_full>(S, "swiglu N512 K256 G8 half tiles");
+  problem Q = make_problem(4096, 7168, {0, 1, 63, 64, 65, 129, 40, 7, 0, 190}, 1, 2, 3, 2, &r);
+  check_swiglu<4096, 7168, cfg_256_half>(Q, reference_gemm(Q), "swiglu N4096 K7168 half tiles");
+  check_same_bits<4096, 7168, epilogue::swiglu_quant, cfg_256_half, cfg_256_full>(Q, "swiglu N4096 K7168 half tiles");
+  /* many 1..64-row groups, small K (fewer K blocks than stages) */
+  std::vector<int> small = random_sizes(&r, 40, 64);
+  problem D = make_problem(512, 256, small, 0, 1, 1, 1, &r);
+  check_swiglu<512, 256, cfg_256_half>(D, reference_gemm(D), "swiglu N512 K256 G40 <= 64 rows, half tiles");
+  check_same_bits<512, 256, epilogue::swiglu_quant, cfg_256_half, cfg_256_full>(D, "swiglu N512 K256 G40 half tiles");
+}
+
+Test(gemm_sm90, swiglu_tile_configs) {
+  fp8moe_rng r = seeded("swiglu_tile_configs");
+  problem P = make_problem(512, 256, edge_sizes(), 4, 6, 5, 3, &r);
+  check_same_bits<512, 256, epilogue::swiglu_quant, cfg_cl2>(P, "swiglu N512 K256 G8 cluster 2");
+  problem Q = make_problem(4096, 7168, {0, 1, 63, 65, 129, 40, 7, 0}, 1, 2, 3, 2, &r);
+  check_swiglu<4096, 7168, cfg_cl2>(Q, reference_gemm(Q), "swiglu N4096 K7168 G8, cluster 2");
+  check_same_bits<4096, 7168, epilogue::swiglu_quant, cfg_cl2>(Q, "swiglu N4096 K7168 G8 cluster 2");
+}
+
 Test(gemm_sm90, no_rows_and_empty_calls) {
   fp8moe_rng r = seeded("no_rows_and_empty_calls");
   /* every group empty: nothing may be written */
@@ -418,121 +500,6 @@ Test(gemm_sm90, no_rows_and_empty_calls) {
   fp8moe_status st = gemm_sm90_launch<256, 256, epilogue::store_fp32>(p, 0);
   cr_expect_eq(st, FP8MOE_OK, "m_total == 0: %s", fp8moe_status_string(st));
   CUDA_OK(cudaDeviceSynchronize());
-}
-
-/* ---- informational timings (not asserted) ---- */
-
-__global__ void fill_fp8_kernel(uint8_t *p, size_t n, uint64_t seed) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    uint64_t z = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    uint8_t v = (uint8_t)(z >> 29);
-    if ((v & 0x7F) == 0x7F) v &= 0xFE;
-    p[i] = v;
-  }
-}
-
-__global__ void fill_scale_kernel(float *p, size_t n, uint64_t seed) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    uint64_t z = (i + 7) * 0xbf58476d1ce4e5b9ull ^ seed;
-    z = (z ^ (z >> 31)) * 0x94d049bb133111ebull;
-    p[i] = (0.5f + (float)(z >> 40) * (1.0f / 16777216.0f)) / 64.0f;
-  }
-}
-
-template <int N, int K, epilogue EPI, int NCHUNK = 0, int STAGES = 0>
-static void bench(const char *name, int groups, int rows_per_group, uint64_t seed) {
-  const int m_total = groups * rows_per_group, KB = K / 128;
-  uint8_t *dA = dev_alloc<uint8_t>((size_t)m_total * K);
-  uint8_t *dB = dev_alloc<uint8_t>((size_t)groups * N * K);
-  float *dsa = dev_alloc<float>((size_t)KB * m_total);
-  float *dsb = dev_alloc<float>((size_t)groups * (N / 128) * KB);
-  const size_t cb = out_bytes<N, K, EPI>(m_total);
-  uint8_t *dC = dev_alloc<uint8_t>(cb);
-  float *dCs = dev_alloc<float>((size_t)(N / 256 + 1) * m_total);
-  std::vector<int> off(groups + 1);
-  for (int g = 0; g <= groups; g++) off[g] = g * rows_per_group;
-  int *doff = dev_upload(off.data(), off.size());
-  fill_fp8_kernel<<<1024, 256>>>(dA, (size_t)m_total * K, seed);
-  fill_fp8_kernel<<<1024, 256>>>(dB, (size_t)groups * N * K, seed ^ 0x55);
-  fill_scale_kernel<<<256, 256>>>(dsa, (size_t)KB * m_total, seed);
-  fill_scale_kernel<<<256, 256>>>(dsb, (size_t)groups * (N / 128) * KB, seed ^ 0x77);
-  CUDA_OK(cudaGetLastError());
-
-  grouped_gemm_params p;
-  p.a = dA; p.a_scale = dsa; p.a_scale_ld = m_total;
-  p.b = dB; p.b_scale = dsb;
-  p.group_offset = doff; p.num_groups = groups; p.m_total = m_total;
-  p.c = dC; p.c_scale = dCs; p.c_scale_ld = m_total;
-
-  cudaEvent_t e0, e1;
-  CUDA_OK(cudaEventCreate(&e0));
-  CUDA_OK(cudaEventCreate(&e1));
-  for (int i = 0; i < 3; i++) {
-    fp8moe_status st = launch<N, K, EPI, NCHUNK, STAGES>(p);
-    cr_assert_eq(st, FP8MOE_OK, "%s: %s", name, fp8moe_status_string(st));
-  }
-  sync_or_die(name);
-  std::vector<float> ms;
-  for (int i = 0; i < 20; i++) {
-    CUDA_OK(cudaEventRecord(e0));
-    launch<N, K, EPI, NCHUNK, STAGES>(p);
-    CUDA_OK(cudaEventRecord(e1));
-    sync_or_die(name);
-    float t = 0;
-    CUDA_OK(cudaEventElapsedTime(&t, e0, e1));
-    ms.push_back(t);
-  }
-  std::sort(ms.begin(), ms.end());
-  const double t = ms[ms.size() / 2] * 1e-3;
-  const double flops = 2.0 * m_total * (double)N * K;
-  const double bytes = (double)m_total * K + (double)groups * N * K + (double)cb;
-  printf("  %-34s G=%3d x %5d rows: %9.3f us  %7.1f TFLOP/s  %7.1f GB/s  (min %.3f us)\n", name, groups,
-         rows_per_group, t * 1e6, flops / t * 1e-12, bytes / t * 1e-9, ms[0] * 1e3);
-  fflush(stdout);
-  cudaEventDestroy(e0); cudaEventDestroy(e1);
-  cudaFree(dA); cudaFree(dB); cudaFree(dsa); cudaFree(dsb); cudaFree(dC); cudaFree(dCs); cudaFree(doff);
-}
-
-Test(gemm_sm90, perf_deepseek, .timeout = 600) {
-  const uint64_t seed = fp8moe_test_seed();
-  cudaDeviceProp prop;
-  CUDA_OK(cudaGetDeviceProperties(&prop, 0));
-  printf("perf (informational) on %s, %d SMs, seed %llu\n", prop.name, prop.multiProcessorCount,
-         (unsigned long long)seed);
-  { /* the memory ceiling: a 1 GiB device-to-device copy (read + write) */
-    const size_t n = (size_t)1 << 30;
-    uint8_t *a = dev_alloc<uint8_t>(n), *b = dev_alloc<uint8_t>(n);
-    CUDA_OK(cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice));
-    cudaEvent_t e0, e1;
-    cudaEventCreate(&e0);
-    cudaEventCreate(&e1);
-    std::vector<float> ms;
-    for (int i = 0; i < 10; i++) {
-      cudaEventRecord(e0);
-      cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice);
-      cudaEventRecord(e1);
-      cudaEventSynchronize(e1);
-      float t;
-      cudaEventElapsedTime(&t, e0, e1);
-      ms.push_back(t);
-    }
-    std::sort(ms.begin(), ms.end());
-    printf("  device copy 1 GiB: %.1f GB/s (read + write)\n", 2.0 * n / (ms[5] * 1e-3) * 1e-9);
-    cudaFree(a); cudaFree(b);
-  }
-  bench<4096, 7168, epilogue::swiglu_quant>("GEMM1 swiglu N4096 K7168", 8, 8, seed);
-  bench<4096, 7168, epilogue::swiglu_quant>("GEMM1 swiglu N4096 K7168", 256, 4, seed);
-  bench<4096, 7168, epilogue::swiglu_quant>("GEMM1 swiglu N4096 K7168", 32, 128, seed);
-  bench<4096, 7168, epilogue::swiglu_quant>("GEMM1 swiglu N4096 K7168", 32, 4096, seed);
-  bench<7168, 2048, epilogue::store_bf16>("GEMM2 bf16 N7168 K2048 default", 8, 8, seed);
-  bench<7168, 2048, epilogue::store_bf16>("GEMM2 bf16 N7168 K2048 default", 256, 4, seed);
-  bench<7168, 2048, epilogue::store_bf16>("GEMM2 bf16 N7168 K2048 default", 32, 128, seed);
-  bench<7168, 2048, epilogue::store_bf16>("GEMM2 bf16 N7168 K2048 default", 32, 4096, seed);
-  bench<7168, 2048, epilogue::store_bf16, 1, 6>("GEMM2 bf16 N7168 K2048 BN=128", 8, 8, seed);
-  bench<7168, 2048, epilogue::store_bf16, 1, 6>("GEMM2 bf16 N7168 K2048 BN=128", 32, 128, seed);
-  bench<7168, 2048, epilogue::store_bf16, 1, 6>("GEMM2 bf16 N7168 K2048 BN=128", 32, 4096, seed);
 }
 
 /* The dispatcher takes this path only when the loaded image holds the real

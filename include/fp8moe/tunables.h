@@ -46,6 +46,14 @@
 #define FP8MOE_SM90_STORE_CHUNKS 2
 #endif
 
+/* Tiles of at most 64 rows (decode-sized groups, and the short last tile of
+ * a larger group) split by columns between the two consumer warpgroups,
+ * instead of one warpgroup running them while the other idles: 1 or 0. The
+ * bits of every element are the same either way. */
+#ifndef FP8MOE_SM90_HALF_TILES
+#define FP8MOE_SM90_HALF_TILES 1
+#endif
+
 /* Pipeline stages (K blocks in flight) for tiles of 256 and of 128 columns.
  * A stage is 16 KiB of A plus 16 KiB per chunk of B; more stages hide more
  * load latency and cost shared memory (4 x 48 KiB and 6 x 32 KiB are about

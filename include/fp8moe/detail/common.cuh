@@ -137,21 +137,39 @@ static __device__ __forceinline__ void griddep_launch_dependents() {
 }
 
 /* Launch `kernel` on `stream`, with programmatic stream serialization when
- * pdl is set (the caller decides: cc >= 9.0 and enable_pdl). */
+ * pdl is set (the caller decides: cc >= 9.0 and enable_pdl), in clusters of
+ * `cluster` CTAs along x when cluster > 1 (grid.x a multiple of it). */
 template <typename... KernelArgs, typename... Args>
-static inline cudaError_t launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
-                                        cudaStream_t stream, bool pdl, Args &&...args) {
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+static inline cudaError_t launch_kernel_clustered(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
+                                                  cudaStream_t stream, bool pdl, unsigned cluster, Args &&...args) {
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
+  if (pdl) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n].val.programmaticStreamSerializationAllowed = 1;
+    n++;
+  }
+  if (cluster > 1) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = cluster;
+    attr[n].val.clusterDim.y = 1;
+    attr[n].val.clusterDim.z = 1;
+    n++;
+  }
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
+  cfg.numAttrs = n;
   return cudaLaunchKernelEx(&cfg, kernel, static_cast<Args &&>(args)...);
+}
+
+template <typename... KernelArgs, typename... Args>
+static inline cudaError_t launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
+                                        cudaStream_t stream, bool pdl, Args &&...args) {
+  return launch_kernel_clustered(kernel, grid, block, smem, stream, pdl, 1u, static_cast<Args &&>(args)...);
 }
 
 /* ---- conversions (device) ---- */

@@ -83,6 +83,28 @@ static __device__ __forceinline__ work_item decode_item(int w, const int *s_pre,
   return it;
 }
 
+/* m-tile t (0 .. s_pre[G]-1) of the list, with column tile n_tile; a t past
+ * the last one gives an item of the last m-tile's group with no rows (a
+ * cluster's idle partner). */
+static __device__ __forceinline__ work_item decode_tile(int t, int n_tile, const int *s_pre, const int *s_off, int G,
+                                                        int bm) {
+  const int last = s_pre[G] - 1;
+  const bool none = t > last;
+  if (none) t = last;
+  int lo = 0, hi = G - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (s_pre[mid] <= t) lo = mid;
+    else hi = mid - 1;
+  }
+  work_item it;
+  it.g = lo;
+  it.n_tile = n_tile;
+  it.row_end = s_off[lo + 1];
+  it.row0 = none ? it.row_end : s_off[lo] + (t - s_pre[lo]) * bm;
+  return it;
+}
+
 } // namespace detail
 } // namespace fp8moe
 

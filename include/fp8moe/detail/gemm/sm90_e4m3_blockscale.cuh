@@ -11,19 +11,23 @@
  *    ptxas caps the kernel at 168 registers (65536 / 384) and allocates each
  *    branch up to its setmaxnreg value; 40/232 is the split with no spills
  *    (tunables.h: FP8MOE_SM90_PRODUCER_REGS / _CONSUMER_REGS).
- *  - A CTA tile is BM = 128 rows x BN columns; consumer warpgroup w owns rows
- *    [64w, 64w + 64) and all BN columns. BN is one or two "chunks" of 128
- *    columns, each a separate TMA box of B and a separate 128x128 b-scale:
- *    store epilogues use 2 chunks (BN = 256, 4 stages) by default when N is a
- *    multiple of 256, else 1 (BN = 128, 6 stages; tunables.h); swiglu_quant
- *    always uses 2 chunks: chunk 0 = "up" rows [j0, j0+128) of B, chunk 1 =
- *    "gate" rows [I + j0, I + j0 + 128), so every thread holds up and gate of
- *    the same (row, column) in registers and SwiGLU is thread-local.
+ *  - A CTA tile is BM = 128 rows x BN columns (sm90_config below); consumer
+ *    warpgroup w owns rows [64w, 64w + 64) and all BN columns, computed as
+ *    NSUB slices of W = BN / NSUB columns (one wgmma batch each). The
+ *    defaults (tunables.h): store epilogues BN = 256 as 2 slices of 128
+ *    (4 stages) when N is a multiple of 256, else BN = 128 (6 stages);
+ *    swiglu_quant BN = 256: slice 0 = "up" rows [j0, j0+128) of B, slice 1 =
+ *    "gate" rows [I + j0, I + j0 + 128), so every thread holds up and gate
+ *    of the same (row, column) in registers and SwiGLU is thread-local.
+ *    Other configurations (192-column tiles, 2-CTA clusters with a
+ *    multicast weight tile) exist for bench/bench_gemm to compare; every
+ *    configuration gives the same bits.
  *  - Operands are K-major, 128-byte swizzled: a TMA box is 128 bytes of K
  *    (one whole quantization block) by 128 rows, written 1024-byte aligned,
  *    which is exactly the wgmma SW128 K-major canonical layout. A stage holds
- *    one K block: A (16 KiB) + NCHUNK B boxes (16 KiB each) + that block's
- *    scales (128 A scales, NCHUNK B scales), in a ring of full/empty
+ *    one K block: A (16 KiB) + BN rows of B (W-row boxes; swiglu: the up and
+ *    the gate box) + that block's scales (128 A scales, the tile's B
+ *    scales), in a ring of full/empty
  *    mbarriers (full: the TMA thread's arrive + bytes and one cp.async
  *    arrival per scale lane; empty: one arrival per consumer thread once its
  *    wgmmas have read the stage, so each thread's own reads of the stage's
@@ -34,21 +38,23 @@
  *    measurable). A is loaded in boxes of 32 rows, only as
  *    many as the tile has rows: a decode tile of 4 rows moves 4 KiB of A per
  *    K block, not 16.
- *  - Block scales: per K block and chunk, the 4 wgmma k32 steps write a
- *    64-register temporary (scale-d = 0 on the first), which is then promoted
- *    into the fp32 accumulator: acc += tmp * a_scale[row] * b_scale. The
- *    tensor core's internal accumulation therefore never spans more than 128
- *    products. Register budget per consumer thread: NCHUNK * 64 accumulator +
- *    64 temporary (192 with two chunks, 128 with one). Scales travel with the
+ *  - Block scales: per K block and slice, the 4 wgmma k32 steps write a
+ *    W/2-register temporary (scale-d = 0 on the first), which is then
+ *    promoted into the fp32 accumulator: acc += tmp * a_scale[row] * b_scale.
+ *    The tensor core's internal accumulation therefore never spans more
+ *    than 128 products. Register budget per consumer thread: BN/2
+ *    accumulators + W/2 temporaries (192 for the 256-column tiles). Scales
+ *    travel with the
  *    stage (4-byte cp.async, so a_scale_ld needs no alignment; rows past the
  *    group's end get scale 0), so no load latency is on the consumers' path.
  *  - Persistent scheduler (schedule.cuh): work items are (group, n-tile,
  *    m-tile), consecutive items sharing the expert's weight tile in L2; each
  *    CTA strides over the list. B comes through one tensor map per weight
  *    array (the routed experts' and, when there are extra groups, the
- *    shared experts'). When a tile has at most 64 valid rows, warpgroup 1
- *    skips its wgmmas (it only keeps the barrier protocol), which halves
- *    the tensor work of decode.
+ *    shared experts'). A tile of at most 64 valid rows is run by both
+ *    warpgroups on half of the columns each in calls whose groups average
+ *    at most 64 rows (decode sizes; HALF in sm90_config), else by
+ *    warpgroup 0 alone while warpgroup 1 only keeps the barrier protocol.
  *  - Epilogues (epilogue.cuh) store straight from the accumulators (bf16,
  *    fp32 or fp8 pairs), rows masked at the group end; swiglu_quant holds up
  *    and gate of the same (row, column) in one thread, reduces the row amax
@@ -56,7 +62,8 @@
  *    activations and one scale per (row, 128 columns).
  *
  * Where the time goes at prefill (the consumers: wgmma, wait, promote per
- * chunk) and at decode is measured in docs/performance.md.
+ * slice; the weight tiles re-read from HBM when the CTAs that share them
+ * drift apart) and at decode is measured in docs/performance.md.
  *
  * The kernel body exists only for sm_90a (__CUDA_ARCH_FEAT_SM90_ALL); built
  * for any other target it is empty, and gemm_sm90_launch refuses devices
@@ -75,6 +82,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <atomic>
+
 #include "../common.cuh"
 #include "../ptx/mma.cuh"
 #include "../ptx/sm90.cuh"
@@ -90,7 +99,7 @@ enum {
   sm90_threads = 384,          /* 2 consumer warpgroups + 1 producer warpgroup */
   sm90_bm = 128,               /* rows per CTA tile */
   sm90_bk = 128,               /* K per stage: one quantization block, one 128-byte swizzle row */
-  sm90_box_bytes = 128 * 128,  /* one B box: 128 rows x 128 bytes */
+  sm90_a_bytes = 128 * 128,    /* A of one stage: 128 rows x 128 bytes */
   sm90_a_box_rows = 32,        /* A comes in boxes of 32 rows, only as many as the tile has rows */
   sm90_max_groups = gemm_max_groups
 };
@@ -100,26 +109,75 @@ static_assert(FP8MOE_SM90_PRODUCER_REGS % 8 == 0 && FP8MOE_SM90_CONSUMER_REGS % 
               "FP8MOE_SM90_*_REGS: multiples of 8, producer + 2 x consumer <= 504");
 static_assert(FP8MOE_SM90_STORE_CHUNKS == 1 || FP8MOE_SM90_STORE_CHUNKS == 2, "FP8MOE_SM90_STORE_CHUNKS: 1 or 2");
 
-template <int NCHUNK, int STAGES>
+/* A tile configuration of the Hopper kernel.
+ *   BN      columns per CTA tile (swiglu_quant: 256 = 128 "up" + 128 "gate");
+ *   NSUB    wgmma batches per K block: each consumer warpgroup issues the 4
+ *           k32 steps of one W = BN / NSUB column slice into a temporary,
+ *           waits for them, then promotes the temporary into that slice's
+ *           fp32 accumulator;
+ *   STAGES  K blocks in flight in the shared-memory ring;
+ *   CLUSTER 1, or 2: CTAs run in clusters of two that take the two m-tiles
+ *           of a pair (schedule.cuh); when both are of one group, each CTA
+ *           loads half of the weight tile and multicasts it to both, so the
+ *           pair reads it from L2 (and HBM) once. A stage is then released
+ *           by both CTAs' consumers.
+ *   HALF    a tile of at most 64 rows (a group's last, or a decode-sized
+ *           group's only one) is split by columns instead of rows: both
+ *           warpgroups run its 64 rows, each on half of the columns
+ *           (sm90_half_tile), instead of one warpgroup running all of it
+ *           while the other idles. Each element is computed exactly as in a
+ *           full tile. 0: never; 1: in calls whose groups average at most
+ *           64 rows (decode sizes, where it is faster; on larger calls the
+ *           short last tiles of groups are as fast or faster by rows);
+ *           2: always.
+ * Registers per consumer thread: BN / 2 accumulators + W / 2 temporaries. */
+template <int BN_, int NSUB_, int STAGES_, int CLUSTER_ = 1, int HALF_ = 0>
+struct sm90_config {
+  static constexpr int bn = BN_, nsub = NSUB_, stages = STAGES_, w = BN_ / NSUB_, cluster = CLUSTER_;
+  static constexpr int half = HALF_;
+  static_assert(HALF_ >= 0 && HALF_ <= 2, "HALF: 0 never, 1 where groups average <= 64 rows, 2 always");
+  static_assert(!HALF_ || (CLUSTER_ == 1 && BN_ % 128 == 0), "half tiles: no clusters, tiles of 128 or 256 columns");
+  static_assert(CLUSTER_ == 1 || CLUSTER_ == 2, "clusters of 1 or 2 CTAs");
+  /* the register split (tunables.h); a cluster's producer decodes both
+   * tiles of a pair and needs 56 registers, which leaves 224 per consumer */
+  static constexpr int producer_regs =
+      CLUSTER_ > 1 && FP8MOE_SM90_PRODUCER_REGS < 56 ? 56 : FP8MOE_SM90_PRODUCER_REGS;
+  static constexpr int consumer_regs = FP8MOE_SM90_CONSUMER_REGS < (504 - producer_regs) / 2 / 8 * 8
+                                           ? FP8MOE_SM90_CONSUMER_REGS
+                                           : (504 - producer_regs) / 2 / 8 * 8;
+  static_assert(BN_ % NSUB_ == 0 && (w == 64 || w == 96 || w == 128 || w == 192), "slice width 64, 96, 128 or 192");
+  static_assert(BN_ / 2 + w / 2 <= 192, "at most 192 accumulator + temporary registers");
+};
+
+template <class CFG, epilogue EPI>
 struct sm90_smem_layout {
-  static constexpr int stage_bytes = (1 + NCHUNK) * sm90_box_bytes;
-  static constexpr int barriers_offset = STAGES * stage_bytes;
-  static constexpr int scale_a_offset = barriers_offset + 2 * STAGES * 8;   /* [STAGES][128] */
-  static constexpr int scale_b_offset = scale_a_offset + STAGES * 128 * 4;  /* [STAGES][4] */
-  static constexpr int prefix_offset = scale_b_offset + STAGES * 4 * 4;
+  /* B of a stage is BN rows of 128 bytes, loaded as boxes of box_rows rows
+   * (swiglu: the up box and the gate box, 128 rows each, from two places of
+   * the weight matrix; store: one box per slice) */
+  static constexpr int box_rows = EPI == epilogue::swiglu_quant ? 128 : CFG::w;
+  static constexpr int boxes = CFG::bn / box_rows;
+  static constexpr int stage_bytes = sm90_a_bytes + CFG::bn * 128;
+  static constexpr int barriers_offset = CFG::stages * stage_bytes;
+  static constexpr int scale_a_offset = barriers_offset + 2 * CFG::stages * 8;   /* [STAGES][128] */
+  static constexpr int scale_b_offset = scale_a_offset + CFG::stages * 128 * 4;  /* [STAGES][4] */
+  static constexpr int prefix_offset = scale_b_offset + CFG::stages * 4 * 4;
   static constexpr int offsets_offset = prefix_offset + (sm90_max_groups + 1) * 4;
-  static constexpr int bytes = offsets_offset + (sm90_max_groups + 1) * 4;
+  static constexpr int amax_offset = offsets_offset + (sm90_max_groups + 1) * 4; /* [2][64]: half-tile row amax */
+  static constexpr int bytes = amax_offset + 2 * 64 * 4;
   static constexpr int dynamic_bytes = bytes + 1024; /* slack to align the base to 1024 */
+  static_assert((box_rows * 128) % 1024 == 0, "B boxes keep the 1024-byte swizzle-atom alignment");
   static_assert(dynamic_bytes <= 227 * 1024, "the Hopper stage counts (tunables.h) exceed 227 KiB of shared memory");
 };
 
-/* Tiles of 128 columns per item (swiglu always pairs up and gate), and the
- * pipeline depth that goes with them (tunables.h). */
+/* The default configuration per shape and epilogue (tunables.h): swiglu
+ * pairs up and gate in two 128-column slices; the store epilogues take 256
+ * columns where N allows it, else 128. */
 template <int N, epilogue EPI>
 struct sm90_tiling {
   static constexpr int nchunk =
       EPI == epilogue::swiglu_quant ? 2 : (N % (128 * FP8MOE_SM90_STORE_CHUNKS) == 0 ? FP8MOE_SM90_STORE_CHUNKS : 1);
-  static constexpr int stages = nchunk == 2 ? FP8MOE_SM90_STAGES_BN256 : FP8MOE_SM90_STAGES_BN128;
+  using config = sm90_config<128 * nchunk, nchunk, nchunk == 2 ? FP8MOE_SM90_STAGES_BN256 : FP8MOE_SM90_STAGES_BN128,
+                             1, FP8MOE_SM90_HALF_TILES != 0 ? 1 : 0>;
 };
 
 template <int N, int K, epilogue EPI>
@@ -127,20 +185,237 @@ constexpr bool gemm_sm90_supported() {
   return N > 0 && K > 0 && N % 128 == 0 && K % 128 == 0 && (EPI != epilogue::swiglu_quant || N % 256 == 0);
 }
 
-template <int N, int K, epilogue EPI, int NCHUNK, int STAGES>
+/* Column tiles per m-tile, and the 128x128 weight-scale blocks a tile's
+ * columns touch (a 192-column tile starts at column 0 or 64 of a block and
+ * spans two). */
+template <int N, epilogue EPI, class CFG>
+struct sm90_tile_shape {
+  static constexpr int n_tiles = EPI == epilogue::swiglu_quant ? N / 256 : (N + CFG::bn - 1) / CFG::bn;
+  static constexpr int b_scales = EPI == epilogue::swiglu_quant ? 2 : (CFG::bn + 127) / 128 + (CFG::bn % 128 != 0);
+  static_assert(EPI != epilogue::swiglu_quant || CFG::bn == 256, "swiglu tiles are 128 up + 128 gate columns");
+  static_assert(b_scales <= 4, "4 weight scales per stage");
+};
+
+/* acc += tmp * (a_scale[row] * b_scale[block]) for slice c; f[r][b] holds the
+ * product for the thread's row r (0: r0, 1: r0 + 8) and block b (relative
+ * to the tile's first), the tile starting OFF columns into its first block.
+ * c is a constant at every call (unrolled loops), so the block index of each
+ * column group folds to a constant. */
+template <epilogue EPI, class CFG, int OFF, int NSB>
+static __device__ __forceinline__ void sm90_promote(int c, float (&acc)[CFG::w / 2], const float (&tmp)[CFG::w / 2],
+                                                    const float (&f)[2][NSB]) {
+#pragma unroll
+  for (int j = 0; j < CFG::w / 8; j++) {
+    /* swiglu: up slices, then gate slices; store: by column */
+    const int b = (EPI == epilogue::swiglu_quant) ? c / (CFG::nsub / 2) : (OFF + c * CFG::w + 8 * j) / 128;
+    acc[4 * j + 0] = fmaf(tmp[4 * j + 0], f[0][b], acc[4 * j + 0]);
+    acc[4 * j + 1] = fmaf(tmp[4 * j + 1], f[0][b], acc[4 * j + 1]);
+    acc[4 * j + 2] = fmaf(tmp[4 * j + 2], f[1][b], acc[4 * j + 2]);
+    acc[4 * j + 3] = fmaf(tmp[4 * j + 3], f[1][b], acc[4 * j + 3]);
+  }
+}
+
+template <int W>
+static __device__ __forceinline__ void sm90_fence_regs(float (&r)[W]) {
+#pragma unroll
+  for (int i = 0; i < W; i++) sm90::fence_operand(r[i]);
+}
+
+/* The 4 k32 wgmmas of slice c of the stage at byte offset soff << 4 into
+ * tmp, committed as one group. */
+template <class CFG>
+static __device__ __forceinline__ void sm90_issue_slice(int c, float (&tmp)[CFG::w / 2], uint64_t desc_a0,
+                                                        uint64_t desc_b0, uint64_t soff) {
+  sm90_fence_regs(tmp);
+  sm90::wgmma_fence();
+#pragma unroll
+  for (int k = 0; k < 4; k++)
+    sm90::wgmma_e4m3<CFG::w>(tmp, desc_a0 + soff + 2 * k, desc_b0 + soff + (uint64_t)((c * CFG::w * 128) >> 4) + 2 * k,
+                             k);
+  sm90::wgmma_commit();
+  /* callers fence tmp after their wait */
+}
+
+/* A consumer thread's release of a stage: one arrival on this CTA's empty
+ * barrier; in a cluster, also one per warp (after the warp's own arrivals)
+ * on the partner CTA's, whose producer multicasts into this CTA's stage. */
+template <int CLUSTER>
+struct sm90_release {
+  uint64_t *empty;
+  uint32_t partner_empty; /* shared::cluster address of the partner's empty[0] */
+  __device__ __forceinline__ void operator()(int stage) const {
+    sm90::mbar_arrive(&empty[stage]);
+    if constexpr (CLUSTER > 1) {
+      __syncwarp();
+      if ((threadIdx.x & 31) == 0) sm90::mbar_arrive_remote(partner_empty + 8u * (uint32_t)stage);
+    }
+  }
+};
+
+/* The stage's scales for this thread's two rows, as products with each
+ * weight-scale block: f[r][b] = a_scale[row r] * b_scale[b]. */
+template <int NSB>
+static __device__ __forceinline__ void sm90_load_scales(float (&f)[2][NSB], const float *s_scale_a,
+                                                        const float *s_scale_b, int stage, int srow) {
+  const float sa0 = s_scale_a[stage * 128 + srow], sa1 = s_scale_a[stage * 128 + srow + 8];
+#pragma unroll
+  for (int b = 0; b < NSB; b++) {
+    const float sb = s_scale_b[stage * 4 + b];
+    f[0][b] = sa0 * sb;
+    f[1][b] = sa1 * sb;
+  }
+}
+
+/* One consumer warpgroup's main loop over the K blocks of a tile with rows
+ * for it: waits for each stage, runs its slices' wgmmas and promotions into
+ * acc, and releases the stage (every thread arrives once per stage). */
+template <int K, epilogue EPI, class CFG, int OFF, int NSB>
+static __device__ __forceinline__ void sm90_mainloop(float (&acc)[CFG::nsub][CFG::w / 2],
+                                                     float (&tmp)[CFG::w / 2], stage_ring &ring,
+                                                     uint64_t *full, const sm90_release<CFG::cluster> &release,
+                                                     const float *s_scale_a,
+                                                     const float *s_scale_b, uint64_t desc_a0, uint64_t desc_b0,
+                                                     int srow) {
+  constexpr int KB = K / sm90_bk, NSUB = CFG::nsub;
+  constexpr uint32_t stage_bytes = sm90_smem_layout<CFG, EPI>::stage_bytes;
+  float f[2][NSB];
+  for (int kb = 0; kb < KB; kb++) {
+    sm90::mbar_wait(&full[ring.stage], ring.phase);
+    sm90_load_scales(f, s_scale_a, s_scale_b, ring.stage, srow); /* into registers before the release */
+    const uint64_t soff = (uint64_t)((ring.stage * stage_bytes) >> 4);
+#pragma unroll
+    for (int c = 0; c < NSUB; c++) {
+      sm90_issue_slice<CFG>(c, tmp, desc_a0, desc_b0, soff);
+      sm90::wgmma_wait<0>();
+      sm90_fence_regs(tmp);
+      /* each lane releases the stage after its own reads of it */
+      if (c == NSUB - 1) release(ring.stage);
+      sm90_promote<EPI, CFG, OFF, NSB>(c, acc[c], tmp, f);
+    }
+    ring.advance();
+  }
+}
+
+template <int N, int K, epilogue EPI, class CFG>
+static __device__ __forceinline__ void sm90_half_tile(const grouped_gemm_params &p, const work_item &it, int wg,
+                                                      int wrow, int lane, stage_ring &ring, uint64_t *full,
+                                                      const sm90_release<1> &release, const float *s_scale_a,
+                                                      const float *s_scale_b, uint8_t *smem, float *s_amax) {
+  constexpr int KB = K / sm90_bk, BN = CFG::bn;
+  constexpr bool SW = EPI == epilogue::swiglu_quant;
+  constexpr int NS = SW ? 2 : 1;            /* slices per warpgroup */
+  constexpr int WH = SW ? 64 : BN / 2;      /* slice width */
+  constexpr uint32_t stage_bytes = sm90_smem_layout<CFG, EPI>::stage_bytes;
+  const uint64_t desc_a = sm90::smem_desc_k_sw128(smem);
+  /* B rows of this warpgroup's slices inside the stage */
+  const int brow0 = SW ? 64 * wg : wg * (BN / 2), brow1 = SW ? 128 + 64 * wg : 0;
+  const uint64_t desc_b[2] = {sm90::smem_desc_k_sw128(smem + sm90_a_bytes + brow0 * 128),
+                              sm90::smem_desc_k_sw128(smem + sm90_a_bytes + brow1 * 128)};
+  /* the weight-scale block of each slice: swiglu up 0, gate 1; store by column */
+  const int bsel0 = SW ? 0 : (wg * (BN / 2)) / 128;
+  float acc[NS][WH / 2], tmp[WH / 2];
+#pragma unroll
+  for (int s = 0; s < NS; s++)
+#pragma unroll
+    for (int i = 0; i < WH / 2; i++) acc[s][i] = 0.0f;
+#pragma unroll
+  for (int i = 0; i < WH / 2; i++) tmp[i] = 0.0f;
+  for (int kb = 0; kb < KB; kb++) {
+    sm90::mbar_wait(&full[ring.stage], ring.phase);
+    const float sa0 = s_scale_a[ring.stage * 128 + wrow], sa1 = s_scale_a[ring.stage * 128 + wrow + 8];
+    float f[NS][2];
+#pragma unroll
+    for (int s = 0; s < NS; s++) {
+      const float sb = s_scale_b[ring.stage * 4 + (SW ? s : bsel0)];
+      f[s][0] = sa0 * sb;
+      f[s][1] = sa1 * sb;
+    }
+    const uint64_t soff = (uint64_t)((ring.stage * stage_bytes) >> 4);
+#pragma unroll
+    for (int s = 0; s < NS; s++) {
+      sm90_fence_regs(tmp);
+      sm90::wgmma_fence();
+#pragma unroll
+      for (int k = 0; k < 4; k++) sm90::wgmma_e4m3<WH>(tmp, desc_a + soff + 2 * k, desc_b[s] + soff + 2 * k, k);
+      sm90::wgmma_commit();
+      sm90::wgmma_wait<0>();
+      sm90_fence_regs(tmp);
+      if (s == NS - 1) release(ring.stage);
+#pragma unroll
+      for (int j = 0; j < WH / 8; j++) {
+        acc[s][4 * j + 0] = fmaf(tmp[4 * j + 0], f[s][0], acc[s][4 * j + 0]);
+        acc[s][4 * j + 1] = fmaf(tmp[4 * j + 1], f[s][0], acc[s][4 * j + 1]);
+        acc[s][4 * j + 2] = fmaf(tmp[4 * j + 2], f[s][1], acc[s][4 * j + 2]);
+        acc[s][4 * j + 3] = fmaf(tmp[4 * j + 3], f[s][1], acc[s][4 * j + 3]);
+      }
+    }
+    ring.advance();
+  }
+
+  const int r0 = it.row0 + wrow, r1 = r0 + 8;
+  const bool v0 = r0 < it.row_end, v1 = r1 < it.row_end;
+  const int cq = 2 * (lane % 4);
+  if constexpr (SW) {
+    constexpr int I = N / 2;
+    const swiglu_coeffs coeffs = swiglu_coeffs_of_group(p, it.g);
+    float up0[16], gate0[16], up1[16], gate1[16];
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        up0[2 * j + e] = acc[0][4 * j + e];
+        gate0[2 * j + e] = acc[1][4 * j + e];
+        up1[2 * j + e] = acc[0][4 * j + 2 + e];
+        gate1[2 * j + e] = acc[1][4 * j + 2 + e];
+      }
+    float m0 = quad_max(swiglu_segment(up0, gate0, coeffs));
+    float m1 = quad_max(swiglu_segment(up1, gate1, coeffs));
+    /* the other warpgroup holds the row's other 64 columns */
+    if (cq == 0) {
+      s_amax[wg * 64 + wrow] = m0;
+      s_amax[wg * 64 + wrow + 8] = m1;
+    }
+    sm90::named_barrier_sync(1, 256);
+    m0 = fmaxf(m0, s_amax[(wg ^ 1) * 64 + wrow]);
+    m1 = fmaxf(m1, s_amax[(wg ^ 1) * 64 + wrow + 8]);
+    sm90::named_barrier_sync(1, 256); /* both read before a later half tile writes again */
+    const float sc0 = fp8moe_quant_scale(m0), sc1 = fp8moe_quant_scale(m1);
+    uint8_t *out = (uint8_t *)p.c;
+    const int col0 = it.n_tile * 128 + 64 * wg + cq;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      if (v0) *(uint16_t *)(out + (long long)r0 * I + col0 + 8 * j) = e4m3x2_quantize(up0[2 * j], up0[2 * j + 1], sc0);
+      if (v1) *(uint16_t *)(out + (long long)r1 * I + col0 + 8 * j) = e4m3x2_quantize(up1[2 * j], up1[2 * j + 1], sc1);
+    }
+    if (cq == 0 && wg == 0) {
+      float *cs = p.c_scale + (long long)it.n_tile * p.c_scale_ld;
+      if (v0) cs[r0] = sc0;
+      if (v1) cs[r1] = sc1;
+    }
+  } else {
+    const int col0 = it.n_tile * BN + wg * (BN / 2) + cq;
+#pragma unroll
+    for (int j = 0; j < WH / 8; j++) {
+      if (v0) store_pair<EPI>(p.c, (long long)r0 * N + col0 + 8 * j, acc[0][4 * j + 0], acc[0][4 * j + 1]);
+      if (v1) store_pair<EPI>(p.c, (long long)r1 * N + col0 + 8 * j, acc[0][4 * j + 2], acc[0][4 * j + 3]);
+    }
+  }
+}
+
+template <int N, int K, epilogue EPI, class CFG>
 __global__ void __launch_bounds__(sm90_threads, 1)
     gemm_sm90_e4m3_blockscale_kernel(const __grid_constant__ CUtensorMap map_a,
                                      const __grid_constant__ CUtensorMap map_b,
-                                     const __grid_constant__ CUtensorMap map_b_extra, const grouped_gemm_params p) {
+                                     const __grid_constant__ CUtensorMap map_b_extra, const grouped_gemm_params p,
+                                     int half_rows) {
   static_assert(K % 128 == 0 && N % 128 == 0, "K and N are multiples of the 128 quantization block");
-  static_assert(NCHUNK == 1 || NCHUNK == 2, "1 or 2 chunks of 128 columns per tile");
-  static_assert(EPI != epilogue::swiglu_quant || (NCHUNK == 2 && N % 256 == 0), "swiglu pairs up/gate chunks");
-  static_assert(N % (128 * NCHUNK) == 0, "N is a multiple of the tile width");
+  static_assert(EPI != epilogue::swiglu_quant || N % 256 == 0, "swiglu pairs up/gate 128-column blocks");
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using L = sm90_smem_layout<NCHUNK, STAGES>;
+  using L = sm90_smem_layout<CFG, EPI>;
+  using TS = sm90_tile_shape<N, EPI, CFG>;
   constexpr int KB = K / sm90_bk;
-  constexpr int BN = 128 * NCHUNK;
-  constexpr int NT = EPI == epilogue::swiglu_quant ? N / 256 : N / BN;
+  constexpr int BN = CFG::bn, NSUB = CFG::nsub, W = CFG::w, STAGES = CFG::stages, CL = CFG::cluster;
+  constexpr int NT = TS::n_tiles, NSB = TS::b_scales;
   constexpr uint32_t stage_bytes = L::stage_bytes;
 
   /* ---- shared memory: stages | full[S] empty[S] | scales | prefix | offsets ---- */
@@ -152,6 +427,7 @@ __global__ void __launch_bounds__(sm90_threads, 1)
   float *s_scale_b = (float *)(smem + L::scale_b_offset);
   int *s_prefix = (int *)(smem + L::prefix_offset);
   int *s_off = (int *)(smem + L::offsets_offset);
+  float *s_amax = (float *)(smem + L::amax_offset);
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int G = p.num_groups;
@@ -160,44 +436,68 @@ __global__ void __launch_bounds__(sm90_threads, 1)
   if (tid == 0) {
     for (int s = 0; s < STAGES; s++) {
       sm90::mbar_init(&full[s], 1 + 32); /* TMA thread (+ bytes) and the 32 scale lanes */
-      sm90::mbar_init(&empty[s], 8 * 32); /* every consumer lane */
+      sm90::mbar_init(&empty[s], 8 * 32 + 8 * (CL - 1)); /* every consumer lane (+ each partner warp) */
     }
     sm90::mbar_fence_init();
   }
+  const uint32_t rank = CL > 1 ? sm90::cluster_ctarank() : 0u;
+  if constexpr (CL > 1) sm90::cluster_sync(); /* the partner's barriers exist before any remote use */
   griddep_wait(); /* group offsets and A: written by the kernels before (PDL) */
   griddep_launch_dependents();
   load_group_offsets<sm90_threads>(p, s_off);
   __syncthreads();
   if (warp == 0) build_tile_prefix(s_off, G, sm90_bm, s_prefix, lane);
   __syncthreads();
-  const int total = s_prefix[G] * NT;
+  /* items: (group, column tile, m-tile), or in a cluster (m-tile pair,
+   * column tile); this CTA runs items first, first + step, ... */
+  const int total = CL > 1 ? (s_prefix[G] + 1) / 2 * NT : s_prefix[G] * NT;
+  const int first = CL > 1 ? (int)blockIdx.x / CL : (int)blockIdx.x, step = CL > 1 ? (int)gridDim.x / CL : (int)gridDim.x;
+  /* this CTA's tile of item w (and, in a cluster, whether the partner's
+   * tile has rows of the same group: then the weight tile is shared) */
+  auto item_of = [&](int w, bool *shared_b) -> work_item {
+    if constexpr (CL > 1) {
+      const int pair = w / NT, n = w % NT;
+      const work_item mine = decode_tile(2 * pair + (int)rank, n, s_prefix, s_off, G, sm90_bm);
+      const work_item other = decode_tile(2 * pair + (int)(rank ^ 1u), n, s_prefix, s_off, G, sm90_bm);
+      *shared_b = mine.g == other.g && mine.row0 < mine.row_end && other.row0 < other.row_end;
+      return mine;
+    } else {
+      *shared_b = false;
+      return decode_item(w, s_prefix, s_off, G, NT, sm90_bm);
+    }
+  };
 
   if (warp >= 8) {
     /* ---- producer warpgroup: warp 8 streams A and B boxes with TMA, warp 9
      * copies the stage's scales with cp.async; both run up to STAGES K
      * blocks ahead of the consumers, so no load latency is on their path ---- */
-    sm90::setmaxnreg_dec<FP8MOE_SM90_PRODUCER_REGS>();
+    sm90::setmaxnreg_dec<CFG::producer_regs>();
     if (warp == 8) {
       if (sm90::elect_one()) {
         sm90::tma_prefetch_map(&map_a);
         sm90::tma_prefetch_map(&map_b);
         if (p.extra_groups > 0) sm90::tma_prefetch_map(&map_b_extra);
         stage_ring ring(STAGES);
-        for (int w = blockIdx.x; w < total; w += gridDim.x) {
-          const work_item it = decode_item(w, s_prefix, s_off, G, NT, sm90_bm);
+        for (int w = first; w < total; w += step) {
+          bool shared_b;
+          const work_item it = item_of(w, &shared_b);
           const bool extra = it.g >= G - p.extra_groups;
           const CUtensorMap *mb = extra ? &map_b_extra : &map_b;
           const int gi = extra ? it.g - (G - p.extra_groups) : it.g;
-          int brow[NCHUNK];
+          int brow[L::boxes];
 #pragma unroll
-          for (int c = 0; c < NCHUNK; c++)
-            brow[c] = gi * N + (EPI == epilogue::swiglu_quant ? c * (N / 2) + it.n_tile * 128 : it.n_tile * BN + c * 128);
+          for (int c = 0; c < L::boxes; c++)
+            brow[c] = gi * N + (EPI == epilogue::swiglu_quant ? c * (N / 2) + it.n_tile * 128
+                                                              : it.n_tile * BN + c * L::box_rows);
           /* decode-sized tiles load only the A rows they have (rows past the
            * group in the last box are other groups' rows or zeros; rows past
-           * the last box keep stale data: all are masked at the store) */
+           * the last box keep stale data: all are masked at the store). A
+           * last store tile past column N reads the next weight rows (or
+           * zeros), masked the same way. */
           const int rows = min(it.row_end - it.row0, sm90_bm);
           const int a_boxes = (rows + sm90_a_box_rows - 1) / sm90_a_box_rows;
-          const uint32_t bytes = (uint32_t)(a_boxes * sm90_a_box_rows * 128 + NCHUNK * sm90_box_bytes);
+          /* a cluster partner with no rows loads nothing but keeps its ring in step */
+          const uint32_t bytes = (uint32_t)(a_boxes * sm90_a_box_rows * 128 + (rows > 0 ? BN * 128 : 0));
           for (int kb = 0; kb < KB; kb++) {
             sm90::mbar_wait(&empty[ring.stage], ring.phase ^ 1u);
             uint8_t *st = smem + ring.stage * stage_bytes;
@@ -206,17 +506,28 @@ __global__ void __launch_bounds__(sm90_threads, 1)
               sm90::tma_load_2d(st + b * sm90_a_box_rows * 128, &map_a, &full[ring.stage], kb * sm90_bk,
                                 it.row0 + b * sm90_a_box_rows);
 #pragma unroll
-            for (int c = 0; c < NCHUNK; c++)
-              sm90::tma_load_2d(st + (1 + c) * sm90_box_bytes, mb, &full[ring.stage], kb * sm90_bk, brow[c]);
+            for (int c = 0; c < L::boxes; c++) {
+              uint8_t *dst = st + sm90_a_bytes + c * L::box_rows * 128;
+              if (CL > 1 && shared_b) { /* box c from rank c % 2, into both CTAs */
+                if (c % CL == (int)rank)
+                  sm90::tma_load_2d_multicast(dst, mb, &full[ring.stage], kb * sm90_bk, brow[c], (uint16_t)3);
+              } else if (rows > 0) {
+                sm90::tma_load_2d(dst, mb, &full[ring.stage], kb * sm90_bk, brow[c]);
+              }
+            }
             ring.advance();
           }
         }
       }
     } else if (warp == 9) {
       stage_ring ring(STAGES);
-      for (int w = blockIdx.x; w < total; w += gridDim.x) {
-        const work_item it = decode_item(w, s_prefix, s_off, G, NT, sm90_bm);
-        const int nblk = EPI == epilogue::swiglu_quant ? lane * (N / 256) + it.n_tile : it.n_tile * NCHUNK + lane;
+      for (int w = first; w < total; w += step) {
+        bool shared_b;
+        const work_item it = item_of(w, &shared_b);
+        /* the tile's weight-scale blocks (a store tile past column N takes
+         * the last block: any finite value, its columns are masked) */
+        const int nblk = EPI == epilogue::swiglu_quant ? lane * (N / 256) + it.n_tile
+                                                       : min(it.n_tile * BN / 128 + lane, N / 128 - 1);
         const float *bsrc = weights_of_group<N, K>(p, it.g).scale + (long long)nblk * KB;
         for (int kb = 0; kb < KB; kb++) {
           /* every lane waits: its copies below are ordered after the
@@ -230,7 +541,7 @@ __global__ void __launch_bounds__(sm90_threads, 1)
             const bool ok = r < it.row_end;
             ptx::cp_async_4(sa + 4 * (lane + 32 * i), ok ? asrc + r : p.a_scale, ok);
           }
-          if (lane < NCHUNK) ptx::cp_async_4(smem_addr(s_scale_b + ring.stage * 4 + lane), bsrc + kb, true);
+          if (lane < NSB) ptx::cp_async_4(smem_addr(s_scale_b + ring.stage * 4 + lane), bsrc + kb, true);
           sm90::cp_async_mbar_arrive(&full[ring.stage]);
           ring.advance();
         }
@@ -238,86 +549,76 @@ __global__ void __launch_bounds__(sm90_threads, 1)
     }
   } else {
     /* ---- consumer warpgroups: wgmma, promotion, epilogue ---- */
-    sm90::setmaxnreg_inc<FP8MOE_SM90_CONSUMER_REGS>();
+    sm90::setmaxnreg_inc<CFG::consumer_regs>();
     const int wg = warp / 4;               /* 0 or 1: rows [64wg, 64wg + 64) of the tile */
     const int wrow = (warp % 4) * 16 + lane / 4;  /* this thread's first row inside the warpgroup's 64 */
     const uint64_t desc_a0 = sm90::smem_desc_k_sw128(smem + wg * 64 * 128);
-    const uint64_t desc_b0 = sm90::smem_desc_k_sw128(smem + sm90_box_bytes);
-    float tmp[64];
+    const uint64_t desc_b0 = sm90::smem_desc_k_sw128(smem + sm90_a_bytes);
+    float tmp[W / 2];
 #pragma unroll
-    for (int i = 0; i < 64; i++) tmp[i] = 0.0f;
+    for (int i = 0; i < W / 2; i++) tmp[i] = 0.0f;
     stage_ring ring(STAGES);
+    const sm90_release<CL> release = {empty, CL > 1 ? sm90::cluster_map(empty, rank ^ 1u) : 0u};
 
-    for (int w = blockIdx.x; w < total; w += gridDim.x) {
-      const work_item it = decode_item(w, s_prefix, s_off, G, NT, sm90_bm);
+    for (int w = first; w < total; w += step) {
+      bool shared_b;
+      const work_item it = item_of(w, &shared_b);
+      if constexpr (CFG::half) {
+        if (it.row_end - it.row0 <= half_rows) {
+          sm90_half_tile<N, K, EPI, CFG>(p, it, wg, wrow, lane, ring, full, release, s_scale_a, s_scale_b, smem,
+                                         s_amax);
+          continue;
+        }
+      }
       const bool active = it.row0 + wg * 64 < it.row_end;
       const int r0 = it.row0 + wg * 64 + wrow, r1 = r0 + 8;
       const bool v0 = r0 < it.row_end, v1 = r1 < it.row_end;
-      float acc[NCHUNK][64];
+      float acc[NSUB][W / 2];
 #pragma unroll
-      for (int c = 0; c < NCHUNK; c++)
+      for (int c = 0; c < NSUB; c++)
 #pragma unroll
-        for (int i = 0; i < 64; i++) acc[c][i] = 0.0f;
+        for (int i = 0; i < W / 2; i++) acc[c][i] = 0.0f;
 
-      for (int kb = 0; kb < KB; kb++) {
-        sm90::mbar_wait(&full[ring.stage], ring.phase);
-        if (active) {
-          /* this stage's scales, into registers before the stage is released */
-          const float sa0 = s_scale_a[ring.stage * 128 + wg * 64 + wrow];
-          const float sa1 = s_scale_a[ring.stage * 128 + wg * 64 + wrow + 8];
-          float sb[NCHUNK];
-#pragma unroll
-          for (int c = 0; c < NCHUNK; c++) sb[c] = s_scale_b[ring.stage * 4 + c];
-          const uint64_t soff = (uint64_t)((ring.stage * stage_bytes) >> 4);
-#pragma unroll
-          for (int c = 0; c < NCHUNK; c++) {
-#pragma unroll
-            for (int i = 0; i < 64; i++) sm90::fence_operand(tmp[i]);
-            sm90::wgmma_fence();
-#pragma unroll
-            for (int k = 0; k < 4; k++)
-              sm90::wgmma_m64n128k32_e4m3(tmp, desc_a0 + soff + 2 * k,
-                                          desc_b0 + soff + (uint64_t)(c * (sm90_box_bytes >> 4)) + 2 * k, k);
-            sm90::wgmma_commit();
-#pragma unroll
-            for (int i = 0; i < 64; i++) sm90::fence_operand(tmp[i]);
-            sm90::wgmma_wait<0>();
-#pragma unroll
-            for (int i = 0; i < 64; i++) sm90::fence_operand(tmp[i]);
-            /* each lane releases the stage after its own reads of it */
-            if (c == NCHUNK - 1) sm90::mbar_arrive(&empty[ring.stage]);
-            const float s0 = sa0 * sb[c], s1 = sa1 * sb[c];
-#pragma unroll
-            for (int j = 0; j < 16; j++) {
-              acc[c][4 * j + 0] = fmaf(tmp[4 * j + 0], s0, acc[c][4 * j + 0]);
-              acc[c][4 * j + 1] = fmaf(tmp[4 * j + 1], s0, acc[c][4 * j + 1]);
-              acc[c][4 * j + 2] = fmaf(tmp[4 * j + 2], s1, acc[c][4 * j + 2]);
-              acc[c][4 * j + 3] = fmaf(tmp[4 * j + 3], s1, acc[c][4 * j + 3]);
-            }
-          }
-        } else {
-          sm90::mbar_arrive(&empty[ring.stage]); /* no rows here: keep the ring turning */
+      if (!active) { /* no rows for this warpgroup: keep the ring turning */
+        for (int kb = 0; kb < KB; kb++) {
+          sm90::mbar_wait(&full[ring.stage], ring.phase);
+          release(ring.stage);
+          ring.advance();
         }
-        ring.advance();
+        continue;
       }
-      if (!active) continue;
+      /* a 192-column store tile starts 0 or 64 columns into a scale block;
+       * the two cases are separate instances so the promotion's block
+       * choice is a constant */
+      if constexpr (EPI == epilogue::swiglu_quant || BN % 128 == 0) {
+        sm90_mainloop<K, EPI, CFG, 0, NSB>(acc, tmp, ring, full, release, s_scale_a, s_scale_b, desc_a0, desc_b0,
+                                           wg * 64 + wrow);
+      } else {
+        static_assert(BN % 128 == 64, "a tile starts 0 or 64 columns into a scale block");
+        if ((it.n_tile * BN) % 128 == 0)
+          sm90_mainloop<K, EPI, CFG, 0, NSB>(acc, tmp, ring, full, release, s_scale_a, s_scale_b, desc_a0, desc_b0,
+                                             wg * 64 + wrow);
+        else
+          sm90_mainloop<K, EPI, CFG, 64, NSB>(acc, tmp, ring, full, release, s_scale_a, s_scale_b, desc_a0, desc_b0,
+                                              wg * 64 + wrow);
+      }
 
       /* ---- epilogue (epilogue.cuh). Accumulator layout (ptx/sm90.cuh):
-       * acc[c][4j + {0,1}] is row r0, columns 8j + cq + {0,1} of chunk c;
+       * acc[c][4j + {0,1}] is row r0, columns 8j + cq + {0,1} of slice c;
        * acc[c][4j + {2,3}] the same columns of row r1 ---- */
       const int cq = 2 * (lane % 4); /* this thread's column pair inside each 8 */
       if constexpr (EPI == epilogue::swiglu_quant) {
-        constexpr int I = N / 2;
+        constexpr int I = N / 2, JW = W / 8, HALF = NSUB / 2;
         const swiglu_coeffs coeffs = swiglu_coeffs_of_group(p, it.g);
         float up0[32], gate0[32], up1[32], gate1[32];
 #pragma unroll
-        for (int j = 0; j < 16; j++)
+        for (int j = 0; j < 16; j++) /* column group j of the 128: slice j / JW, group j % JW in it */
 #pragma unroll
           for (int e = 0; e < 2; e++) {
-            up0[2 * j + e] = acc[0][4 * j + e];
-            gate0[2 * j + e] = acc[1][4 * j + e];
-            up1[2 * j + e] = acc[0][4 * j + 2 + e];
-            gate1[2 * j + e] = acc[1][4 * j + 2 + e];
+            up0[2 * j + e] = acc[j / JW][4 * (j % JW) + e];
+            gate0[2 * j + e] = acc[HALF + j / JW][4 * (j % JW) + e];
+            up1[2 * j + e] = acc[j / JW][4 * (j % JW) + 2 + e];
+            gate1[2 * j + e] = acc[HALF + j / JW][4 * (j % JW) + 2 + e];
           }
         const float sc0 = fp8moe_quant_scale(quad_max(swiglu_segment(up0, gate0, coeffs)));
         const float sc1 = fp8moe_quant_scale(quad_max(swiglu_segment(up1, gate1, coeffs)));
@@ -337,10 +638,12 @@ __global__ void __launch_bounds__(sm90_threads, 1)
         }
       } else {
 #pragma unroll
-        for (int c = 0; c < NCHUNK; c++) {
-          const int col0 = it.n_tile * BN + c * 128 + cq;
+        for (int c = 0; c < NSUB; c++) {
+          const int col0 = it.n_tile * BN + c * W + cq;
 #pragma unroll
-          for (int j = 0; j < 16; j++) {
+          for (int j = 0; j < W / 8; j++) {
+            /* a last tile past column N (N not a multiple of BN) stores the columns it has */
+            if (N % BN != 0 && col0 + 8 * j >= N) continue;
             if (v0) store_pair<EPI>(p.c, (long long)r0 * N + col0 + 8 * j, acc[c][4 * j + 0], acc[c][4 * j + 1]);
             if (v1) store_pair<EPI>(p.c, (long long)r1 * N + col0 + 8 * j, acc[c][4 * j + 2], acc[c][4 * j + 3]);
           }
@@ -348,12 +651,16 @@ __global__ void __launch_bounds__(sm90_threads, 1)
       }
     }
   }
+  if constexpr (CL > 1) { /* no CTA leaves while its partner may still signal it or write into it */
+    __syncwarp();
+    sm90::cluster_sync();
+  }
 #else
   /* No sm_90a code in this image (built for another target, or for plain
    * sm_90): a static shared-memory marker, which the real kernel never has,
    * lets the host see that (sm90_image_present) and take the portable path. */
   __shared__ volatile uint32_t fp8moe_sm90a_absent[32];
-  (void)map_a; (void)map_b; (void)map_b_extra;
+  (void)map_a; (void)map_b; (void)map_b_extra; (void)half_rows;
   if (p.m_total < 0) fp8moe_sm90a_absent[threadIdx.x & 31] = 1u;
 #endif
 }
@@ -390,12 +697,50 @@ static inline bool sm90_make_operand_map(CUtensorMap *map, const void *base, uns
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-/* Launch with an explicit tile configuration (benchmarks compare them);
- * gemm_sm90_launch picks the default one. */
-template <int N, int K, epilogue EPI, int NCHUNK, int STAGES>
+/* How many clusters of CL CTAs of `kernel` fit on the current device at
+ * once (each CTA takes an SM; a cluster's CTAs share a GPC, so this can be
+ * below sm_count / CL): the persistent grid. Asked once per device and
+ * kernel; 0 when the query fails. */
+template <int CL, class Kernel>
+static inline int sm90_max_active_clusters(Kernel kernel, int smem_bytes) {
+  enum { max_devices = 64 };
+  static std::atomic<int> cache[max_devices];
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  if (dev < max_devices) {
+    const int c = cache[dev].load(std::memory_order_acquire);
+    if (c > 0) return c;
+  }
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = CL;
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(CL);
+  cfg.blockDim = dim3(sm90_threads);
+  cfg.dynamicSmemBytes = (size_t)smem_bytes;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  int n = 0;
+  if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  if (dev < max_devices && n > 0) cache[dev].store(n, std::memory_order_release);
+  return n;
+}
+
+/* Launch with an explicit tile configuration (sm90_config; benchmarks and
+ * tests compare them); gemm_sm90_launch picks the default one. */
+template <int N, int K, epilogue EPI, class CFG>
 fp8moe_status gemm_sm90_launch_config(const grouped_gemm_params &p, cudaStream_t stream, bool pdl = false) {
   static_assert(gemm_sm90_supported<N, K, EPI>(), "shape outside the sm90 GEMM envelope");
-  using L = sm90_smem_layout<NCHUNK, STAGES>;
+  using L = sm90_smem_layout<CFG, EPI>;
+  using TS = sm90_tile_shape<N, EPI, CFG>;
   if (p.m_total < 0 || p.num_groups < 0 || p.num_groups > sm90_max_groups || p.extra_groups < 0 ||
       p.extra_groups > p.num_groups)
     return FP8MOE_ERROR_INVALID_SHAPE;
@@ -417,22 +762,26 @@ fp8moe_status gemm_sm90_launch_config(const grouped_gemm_params &p, cudaStream_t
   CUtensorMap map_a, map_b, map_b_extra;
   if (!sm90_make_operand_map(&map_a, p.a, (unsigned long long)p.m_total, K, sm90_a_box_rows))
     return FP8MOE_ERROR_CUDA;
-  if (routed > 0 && !sm90_make_operand_map(&map_b, p.b, (unsigned long long)routed * N, K, 128))
+  if (routed > 0 && !sm90_make_operand_map(&map_b, p.b, (unsigned long long)routed * N, K, L::box_rows))
     return FP8MOE_ERROR_CUDA;
   if (p.extra_groups > 0 &&
-      !sm90_make_operand_map(&map_b_extra, p.b_extra, (unsigned long long)p.extra_groups * N, K, 128))
+      !sm90_make_operand_map(&map_b_extra, p.b_extra, (unsigned long long)p.extra_groups * N, K, L::box_rows))
     return FP8MOE_ERROR_CUDA;
   if (routed == 0) map_b = map_b_extra;
   if (p.extra_groups == 0) map_b_extra = map_b;
 
-  constexpr int NT = EPI == epilogue::swiglu_quant ? N / 256 : N / (128 * NCHUNK);
-  const long long items_bound = (long long)NT * (ceil_div(p.m_total, sm90_bm) + p.num_groups);
-  const int grid = (int)(items_bound < dev.sm_count ? items_bound : dev.sm_count);
-
-  auto kernel = gemm_sm90_e4m3_blockscale_kernel<N, K, EPI, NCHUNK, STAGES>;
+  constexpr int CL = CFG::cluster;
+  const int half_rows = CFG::half == 2 || (CFG::half == 1 && (long long)p.m_total <= 64LL * p.num_groups) ? 64 : 0;
+  auto kernel = gemm_sm90_e4m3_blockscale_kernel<N, K, EPI, CFG>;
   FP8MOE__CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::dynamic_bytes));
-  FP8MOE__CHECK_CUDA(launch_kernel(kernel, dim3(grid), dim3(sm90_threads), L::dynamic_bytes, stream, pdl, map_a, map_b,
-                                   map_b_extra, p));
+  /* m-tiles are at most ceil(m_total / 128) + num_groups; clusters pair them */
+  const long long items_bound =
+      (long long)TS::n_tiles * ((ceil_div(p.m_total, sm90_bm) + p.num_groups + CL - 1) / CL);
+  const int slots = CL > 1 ? sm90_max_active_clusters<CL>(kernel, L::dynamic_bytes) : dev.sm_count;
+  if (slots < 1) return FP8MOE_ERROR_UNSUPPORTED_DEVICE;
+  const int grid = CL * (int)(items_bound < slots ? items_bound : slots);
+  FP8MOE__CHECK_CUDA(launch_kernel_clustered(kernel, dim3(grid), dim3(sm90_threads), L::dynamic_bytes, stream, pdl,
+                                             (unsigned)CL, map_a, map_b, map_b_extra, p, half_rows));
   return FP8MOE_OK;
 }
 
@@ -446,7 +795,7 @@ bool sm90_image_present() {
   } else {
     static const bool present = [] {
       cudaFuncAttributes fa;
-      auto kernel = gemm_sm90_e4m3_blockscale_kernel<N, K, EPI, sm90_tiling<N, EPI>::nchunk, sm90_tiling<N, EPI>::stages>;
+      auto kernel = gemm_sm90_e4m3_blockscale_kernel<N, K, EPI, typename sm90_tiling<N, EPI>::config>;
       if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess) {
         (void)cudaGetLastError();
         return false;
@@ -465,7 +814,7 @@ fp8moe_status gemm_sm90_launch(const grouped_gemm_params &p, cudaStream_t stream
     (void)p; (void)stream; (void)pdl;
     return FP8MOE_ERROR_INVALID_SHAPE;
   } else {
-    return gemm_sm90_launch_config<N, K, EPI, sm90_tiling<N, EPI>::nchunk, sm90_tiling<N, EPI>::stages>(p, stream, pdl);
+    return gemm_sm90_launch_config<N, K, EPI, typename sm90_tiling<N, EPI>::config>(p, stream, pdl);
   }
 }
 

@@ -1,6 +1,7 @@
 /* fp8moe/detail/ptx/sm90.cuh - one small named wrapper per Hopper PTX
  * instruction the sm_90a GEMM uses: mbarriers (and the cp.async arrival on
- * one), TMA bulk tensor loads, async-proxy fences, wgmma (fences,
+ * one), TMA bulk tensor loads (multicast too), clusters, async-proxy
+ * fences, wgmma (fences,
  * commit/wait, the e4m3 MMA itself, shared-memory matrix descriptors),
  * setmaxnreg and elect.sync. The 4-byte cp.async it shares with the
  * portable path is in mma.cuh.
@@ -106,6 +107,22 @@ static __device__ __forceinline__ void tma_load_2d(void *dst, const CUtensorMap 
 #endif
 }
 
+/* The same box written to the same shared-memory offset of every CTA in
+ * `cta_mask` (bit r: cluster rank r), each completing `bytes` on its own
+ * mbarrier at `bar`'s offset. */
+static __device__ __forceinline__ void tma_load_2d_multicast(void *dst, const CUtensorMap *map, uint64_t *bar,
+                                                             int c0, int c1, uint16_t cta_mask) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+      " [%0], [%1, {%3, %4}], [%2], %5;" ::"r"(smem_addr(dst)),
+      "l"((uint64_t)map), "r"(smem_addr(bar)), "r"(c0), "r"(c1), "h"(cta_mask)
+      : "memory");
+#else
+  (void)dst; (void)map; (void)bar; (void)c0; (void)c1; (void)cta_mask;
+#endif
+}
+
 /* cp.async.mbarrier.arrive.noinc: one arrival on `bar` once all of this
  * thread's earlier cp.async copies have landed (noinc: the arrival is part
  * of the count the barrier was initialized with). */
@@ -120,6 +137,49 @@ static __device__ __forceinline__ void cp_async_mbar_arrive(uint64_t *bar) {
 static __device__ __forceinline__ void fence_proxy_async_shared() {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+
+/* ---- clusters ------------------------------------------------------- */
+
+/* This CTA's rank in its cluster. */
+static __device__ __forceinline__ uint32_t cluster_ctarank() {
+  uint32_t r = 0;
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+#endif
+  return r;
+}
+
+/* barrier.cluster arrive (release) + wait (acquire), by every thread of
+ * every CTA of the cluster: orders barrier initialization before the peers'
+ * first remote use, and keeps a CTA's shared memory alive until its peers
+ * are done with it. */
+static __device__ __forceinline__ void cluster_sync() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("barrier.cluster.arrive.release.aligned;\n"
+               "barrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+
+/* mapa: the shared::cluster address of the same variable in CTA `rank`. */
+static __device__ __forceinline__ uint32_t cluster_map(const void *p, uint32_t rank) {
+  uint32_t r = 0;
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(smem_addr(p)), "r"(rank));
+#else
+  (void)p; (void)rank;
+#endif
+  return r;
+}
+
+/* One arrival, with release at cluster scope, on an mbarrier of another CTA
+ * of the cluster (address from cluster_map). */
+static __device__ __forceinline__ void mbar_arrive_remote(uint32_t cluster_addr) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(cluster_addr) : "memory");
+#else
+  (void)cluster_addr;
 #endif
 }
 
@@ -141,6 +201,16 @@ static __device__ __forceinline__ void setmaxnreg_inc() {
   static_assert(REGS % 8 == 0 && REGS >= 24 && REGS <= 256, "setmaxnreg range");
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(REGS));
+#endif
+}
+
+/* bar.sync on named barrier `id` (1..15; 0 is __syncthreads) for `threads`
+ * threads (a multiple of 32): a barrier among some warps of the CTA. */
+static __device__ __forceinline__ void named_barrier_sync(uint32_t id, uint32_t threads) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+#else
+  (void)id; (void)threads;
 #endif
 }
 
@@ -205,11 +275,64 @@ static __device__ __forceinline__ void wgmma_wait() {
  * the asynchronous wgmma that owns it. */
 static __device__ __forceinline__ void fence_operand(float &r) { asm volatile("" : "+f"(r)::"memory"); }
 
-/* wgmma.mma_async m64n128k32, e4m3 x e4m3 -> f32, both operands K-major in
- * shared memory. d += A * B^T when accumulate != 0, d = A * B^T otherwise.
- * Accumulator layout (per thread of the warpgroup, warp w, lane l):
- * d[4j + {0,1}] is row 16w + l/4, columns 8j + 2(l%4) + {0,1};
+/* wgmma.mma_async m64nNk32, e4m3 x e4m3 -> f32, both operands K-major in
+ * shared memory, for the tile widths the GEMM uses (N = 64, 96, 128, 192).
+ * d += A * B^T when accumulate != 0, d = A * B^T otherwise.
+ * Accumulator layout (per thread of the warpgroup, warp w, lane l, N/2
+ * registers): d[4j + {0,1}] is row 16w + l/4, columns 8j + 2(l%4) + {0,1};
  * d[4j + {2,3}] is the same columns of row 16w + l/4 + 8. */
+static __device__ __forceinline__ void wgmma_m64n64k32_e4m3(float (&d)[32], uint64_t desc_a, uint64_t desc_b,
+                                                             int accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, "
+      "%8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, "
+      "%24, %25, %26, %27, %28, %29, %30, %31},"
+      " %32, %33, p, 1, 1;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+#else
+  (void)d; (void)desc_a; (void)desc_b; (void)accumulate;
+#endif
+}
+
+static __device__ __forceinline__ void wgmma_m64n96k32_e4m3(float (&d)[48], uint64_t desc_a, uint64_t desc_b,
+                                                             int accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %50, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n96k32.f32.e4m3.e4m3 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, "
+      "%8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, "
+      "%24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, "
+      "%40, %41, %42, %43, %44, %45, %46, %47},"
+      " %48, %49, p, 1, 1;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47])
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+#else
+  (void)d; (void)desc_a; (void)desc_b; (void)accumulate;
+#endif
+}
+
 static __device__ __forceinline__ void wgmma_m64n128k32_e4m3(float (&d)[64], uint64_t desc_a, uint64_t desc_b,
                                                              int accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -240,6 +363,56 @@ static __device__ __forceinline__ void wgmma_m64n128k32_e4m3(float (&d)[64], uin
 #else
   (void)d; (void)desc_a; (void)desc_b; (void)accumulate;
 #endif
+}
+
+static __device__ __forceinline__ void wgmma_m64n192k32_e4m3(float (&d)[96], uint64_t desc_a, uint64_t desc_b,
+                                                             int accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %98, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n192k32.f32.e4m3.e4m3 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, "
+      "%8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, "
+      "%24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, "
+      "%40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, "
+      "%56, %57, %58, %59, %60, %61, %62, %63, "
+      "%64, %65, %66, %67, %68, %69, %70, %71, "
+      "%72, %73, %74, %75, %76, %77, %78, %79, "
+      "%80, %81, %82, %83, %84, %85, %86, %87, "
+      "%88, %89, %90, %91, %92, %93, %94, %95},"
+      " %96, %97, p, 1, 1;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+#else
+  (void)d; (void)desc_a; (void)desc_b; (void)accumulate;
+#endif
+}
+
+/* The m64nNk32 wrapper for a width known at compile time. */
+template <int N>
+static __device__ __forceinline__ void wgmma_e4m3(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, int accumulate) {
+  static_assert(N == 64 || N == 96 || N == 128 || N == 192, "wgmma widths wrapped here: 64, 96, 128, 192");
+  if constexpr (N == 64) wgmma_m64n64k32_e4m3(d, desc_a, desc_b, accumulate);
+  else if constexpr (N == 96) wgmma_m64n96k32_e4m3(d, desc_a, desc_b, accumulate);
+  else if constexpr (N == 128) wgmma_m64n128k32_e4m3(d, desc_a, desc_b, accumulate);
+  else wgmma_m64n192k32_e4m3(d, desc_a, desc_b, accumulate);
 }
 
 } // namespace sm90

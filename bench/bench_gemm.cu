@@ -15,8 +15,9 @@
  * the weights' read rate (weight bytes / time), and both set against the
  * floors measured in the same run (the FP8 tensor rate of a dense cuBLASLt
  * 8192^3 GEMM, the device copy rate). The variants of one (GEMM, R) run in
- * turn, one run each per round, so drift hits them alike. Weights are
- * 3.8-7.5 GB, far beyond L2.
+ * turn, one run each per round, each round starting one variant later, so
+ * drift and the card's clock hit them alike. Weights are 3.8-7.5 GB, far
+ * beyond L2.
  *
  * Checks: every Hopper configuration's output (and GEMM1's output scales)
  * must equal the default configuration's bit for bit, and the portable
@@ -271,8 +272,12 @@ int bench_gemm(const char *gname, int R, int reps, bool hopper, const env &E, st
   std::vector<std::vector<float>> ms(V.size());
   std::vector<cudaEvent_t> ev(2 * V.size() * (size_t)(reps + warm));
   for (auto &e : ev) BENCH_CUDA(cudaEventCreate(&e));
+  /* each round starts at the next variant, so no variant always follows the
+   * same one (a long GEMM after a light one finds the card cooler and its
+   * clock higher) */
   for (int r = 0; r < reps + warm; r++)
-    for (size_t i = 0; i < V.size(); i++) {
+    for (size_t j = 0; j < V.size(); j++) {
+      const size_t i = (j + (size_t)r) % V.size();
       const size_t k = 2 * (r * V.size() + i);
       BENCH_CUDA(cudaEventRecord(ev[k], 0));
       if (run(V[i])) return -1;

@@ -32,9 +32,11 @@
  * The Hopper path (wgmma + TMA) is chosen at run time on compute capability
  * 9.0 when the binary holds sm_90a code and the experts average at least
  * FP8MOE_SM90_MIN_ROWS_PER_GROUP rows (detail/gemm/dispatch.cuh: below that,
- * decode-sized groups stream faster through the portable path), or always
- * with batch_invariant set; every other GPU from sm_89 on runs the portable
- * mma.sync path, which is batch invariant by construction.
+ * decode-sized groups of small experts stream faster through the portable
+ * path), or always for experts of at least
+ * FP8MOE_SM90_DECODE_MIN_EXPERT_WEIGHTS weights (DeepSeek-V3, Kimi-K2,
+ * Mixtral-style) or with batch_invariant set; every other GPU from sm_89 on
+ * runs the portable mma.sync path, which is batch invariant by construction.
  */
 #ifndef FP8MOE_FP8MOE_CUH
 #define FP8MOE_FP8MOE_CUH
@@ -143,8 +145,12 @@ static fp8moe_status moe_run(const fp8moe_args *a, void *workspace, size_t works
   if (dev.cc < 89) return FP8MOE_ERROR_UNSUPPORTED_DEVICE;
   /* PDL (common.cuh) between the run's kernels, where the device has it */
   const bool pdl = a->enable_pdl != 0 && dev.cc >= 90;
-  /* batch invariance: the same GEMM kernel whatever T (dispatch.cuh) */
-  const bool pin = a->batch_invariant != 0;
+  /* the same GEMM kernel whatever T (dispatch.cuh): for batch invariance,
+   * and for experts large enough that the Hopper path is the faster one at
+   * every size (tunables.h) */
+  constexpr bool big_experts = FP8MOE_SM90_DECODE_MIN_EXPERT_WEIGHTS > 0 &&
+                               3LL * I * H >= (long long)FP8MOE_SM90_DECODE_MIN_EXPERT_WEIGHTS;
+  const bool pin = a->batch_invariant != 0 || big_experts;
 
   const int T = a->num_tokens, S = a->num_shared_experts;
   const fp8moe_workspace_layout L = fp8moe_workspace_layout_shared(T, E, K, H, I, S);

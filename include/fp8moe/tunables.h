@@ -36,6 +36,18 @@
 #define FP8MOE_SM90_MIN_ROWS_PER_GROUP 16
 #endif
 
+/* Weight elements per expert (3 * I * H: both GEMMs) from which a layer runs
+ * both GEMMs on the Hopper path at every size, decode included, as
+ * batch_invariant does: large experts stream faster through its deep TMA
+ * pipeline (4 stages of 48 KiB in flight per SM, both warpgroups on the
+ * short tiles, FP8MOE_SM90_HALF_TILES) and its persistent grid than through
+ * the portable 16-row tiles (DeepSeek-V3, 44M: T = 16 3-6% faster; Mixtral-
+ * style, 176M: T = 1 24% faster); smaller ones (Qwen3-MoE 235B, 19M; 30B,
+ * 4.7M) do not gain. 0 turns the rule off. */
+#ifndef FP8MOE_SM90_DECODE_MIN_EXPERT_WEIGHTS
+#define FP8MOE_SM90_DECODE_MIN_EXPERT_WEIGHTS (32LL << 20)
+#endif
+
 /* ---- the Hopper GEMM (detail/gemm/sm90_e4m3_blockscale.cuh) ------------- */
 
 /* Column chunks of 128 per tile for the store epilogues (swiglu_quant always

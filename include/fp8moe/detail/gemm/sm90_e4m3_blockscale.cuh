@@ -120,7 +120,8 @@ static_assert(FP8MOE_SM90_STORE_CHUNKS == 1 || FP8MOE_SM90_STORE_CHUNKS == 2, "F
  *           of a pair (schedule.cuh); when both are of one group, each CTA
  *           loads half of the weight tile and multicasts it to both, so the
  *           pair reads it from L2 (and HBM) once. A stage is then released
- *           by both CTAs' consumers.
+ *           by both CTAs' consumers. (Fewer HBM reads, but slower as built:
+ *           docs/performance.md.)
  *   HALF    a tile of at most 64 rows (a group's last, or a decode-sized
  *           group's only one) is split by columns instead of rows: both
  *           warpgroups run its 64 rows, each on half of the columns

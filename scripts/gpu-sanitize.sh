@@ -31,8 +31,16 @@ runs=(
   "gpu_test_moe:moe/invalid_routed_ids"
   "gpu_test_robust:robust/hostile_routed_input"
 )
-# RUNS="prog:filter prog:filter ..." replaces the selection
+# RUNS="prog:filter prog:filter ..." replaces the selection; ALL=1 runs
+# every test of every GPU test program, the layer tests up to MAX_TOKENS
+# tokens (default 300: FP8MOE_TEST_MAX_TOKENS, each test says what it
+# leaves out), with PER_RUN_TIMEOUT per program.
 [ -n "${RUNS:-}" ] && read -ra runs <<<"$RUNS"
+if [ "${ALL:-0}" = 1 ]; then
+  runs=()
+  for t in "$B"/gpu_test_*; do runs+=("$(basename "$t"):*"); done
+  export FP8MOE_TEST_MAX_TOKENS=${MAX_TOKENS:-300}
+fi
 summary=()
 for tool in $tools; do
   for r in "${runs[@]}"; do

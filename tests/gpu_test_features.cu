@@ -157,6 +157,7 @@ Test(features, swiglu_alpha_beta_limit) {
         *d_limit = dev_upload(limit.data(), E);
   static const int ts[] = {1, 37, 300};
   for (int i = 0; i < 3; i++) {
+    if (fp8moe_test_skip_tokens(ts[i], "swiglu variant")) continue;
     problem p;
     make_problem(&p, in, ts[i], &rng);
     std::vector<int32_t> ids;
@@ -196,6 +197,7 @@ Test(features, routing_replay_round_trip) {
   make_weights(&w, in.c, 32, &rng); /* an EP shard: 32 local experts at 64 */
   static const int ts[] = {1, 16, 333, 2048};
   for (int i = 0; i < 4; i++) {
+    if (fp8moe_test_skip_tokens(ts[i], "routing replay")) continue;
     problem p;
     make_problem(&p, in, ts[i], &rng);
     const size_t TK = (size_t)p.T * in.c.top_k;
@@ -254,6 +256,7 @@ Test(features, shared_experts_and_ep_shards) {
     shared_weights sh;
     make_shared(&sh, in.c, S, &rng);
     for (int i = 0; i < 4; i++) {
+      if (fp8moe_test_skip_tokens(ts[i], "shared experts")) continue;
       problem p;
       make_problem(&p, in, ts[i], &rng);
       const size_t ws_bytes = feat_workspace_size_shared(p.T, S);
@@ -360,6 +363,7 @@ static void probe_invariance(const instance &in, int batch_invariant, bool with_
   int differs = 0;
   for (int i = 0; i < NT; i++) {
     const int T = ts[i];
+    if (fp8moe_test_skip_tokens(T, "batch invariance")) continue;
     const int pos = (int)(rng_next(&rng) % (uint64_t)T);
     /* companions: fresh rows; routing skewed: half the slots go to the hot experts */
     std::vector<uint8_t> x((size_t)T * H);

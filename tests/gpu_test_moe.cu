@@ -53,6 +53,7 @@ Test(moe, ep_shard) {
   make_weights(&w, in.c, 32, &rng);
   static const int ts[] = {1, 7, 128, 1000};
   for (int i = 0; i < 4; i++) {
+    if (fp8moe_test_skip_tokens(ts[i], "ep_shard")) continue;
     problem p;
     make_problem(&p, in, ts[i], &rng);
     std::vector<int32_t> ids;

@@ -49,6 +49,23 @@ static inline uint64_t fp8moe_test_seed(void) {
   return (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20);
 }
 
+/* The largest token count a layer test runs: FP8MOE_TEST_MAX_TOKENS when
+ * set (runs under compute-sanitizer, which slows kernels 10-100x:
+ * scripts/gpu-sanitize.sh), else no limit. fp8moe_test_skip_tokens says
+ * on stderr which counts a test leaves out. */
+static inline int fp8moe_test_max_tokens(void) {
+  const char *s = getenv("FP8MOE_TEST_MAX_TOKENS");
+  const long v = s ? strtol(s, NULL, 10) : 0;
+  return v > 0 && v < 0x7fffffffL ? (int)v : 0x7fffffff;
+}
+
+static inline bool fp8moe_test_skip_tokens(int T, const char *what) {
+  const int cap = fp8moe_test_max_tokens();
+  if (T <= cap) return false;
+  fprintf(stderr, "[%s] T = %d left out (FP8MOE_TEST_MAX_TOKENS=%d)\n", what, T, cap);
+  return true;
+}
+
 /* The seed of a test's data, printed so that FP8MOE_SEED=<it> replays it. */
 static inline uint64_t fp8moe_test_announce_seed(const char *what) {
   const uint64_t s = fp8moe_test_seed();

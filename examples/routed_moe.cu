@@ -163,8 +163,16 @@ int main(int argc, char **argv) {
   std::vector<int> sample(nsample);
   for (int i = 0; i < nsample; i++) sample[i] = (int)((long long)i * T / nsample);
   fp8moe_config cfg = {E, K, H, I};
-  fp8moe_ref_moe_input ri = {T, 0, E, x.data(), xs.data(), w1.data(), w1s.data(), w2.data(), w2s.data(),
-                             ids.data(), NULL};
+  fp8moe_ref_moe_input ri = {}; /* zero: the fields not set keep their defaults */
+  ri.num_tokens = T;
+  ri.local_num_experts = E;
+  ri.hidden_states = x.data();
+  ri.hidden_states_scale = xs.data();
+  ri.w1 = w1.data();
+  ri.w1_scale = w1s.data();
+  ri.w2 = w2.data();
+  ri.w2_scale = w2s.data();
+  ri.topk_ids = ids.data();
   std::vector<uint16_t> out((size_t)T * H), ref((size_t)nsample * H), plain_out;
 
   /* form 0: packed; 1: unpacked; 2: unpacked with the SwiGLU variant */

@@ -106,7 +106,18 @@ int main(void) {
   CHECK(cudaMemcpy(out, a.output, nx * 2, cudaMemcpyDeviceToHost));
 
   fp8moe_config cfg = {E, K, H, I};
-  fp8moe_ref_moe_input ri = {T, 0, E, x, xs, w1, w1s, w2, w2s, ids, wts};
+  fp8moe_ref_moe_input ri;
+  memset(&ri, 0, sizeof ri); /* the fields not set keep their defaults */
+  ri.num_tokens = T;
+  ri.local_num_experts = E;
+  ri.hidden_states = x;
+  ri.hidden_states_scale = xs;
+  ri.w1 = w1;
+  ri.w1_scale = w1s;
+  ri.w2 = w2;
+  ri.w2_scale = w2s;
+  ri.topk_ids = ids;
+  ri.topk_weights = wts;
   fp8moe_ref_moe(&cfg, &ri, NULL, T, ref, NULL);
   double num = 0, den = 0;
   for (i = 0; i < nx; i++) {

@@ -424,10 +424,10 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
       std::vector<float> ms;
       fprintf(stderr, "%s %s: %d warm-up + probe\n", tag, mode, opt.warmup);
       if (time_runs(run_fn, opt.warmup, 3, s, ms)) return -1;
-      int reps = bench_median(ms) > opt.slow_ms ? opt.slow_reps : opt.reps;
+      int reps = median(ms) > opt.slow_ms ? opt.slow_reps : opt.reps;
       fprintf(stderr, "%s %s: %d timed runs, %d weight set(s)\n", tag, mode, reps, p.sets);
       if (time_runs(run_fn, 0, reps, s, ms)) return -1;
-      *med = bench_median(ms);
+      *med = median(ms);
       *reps_used = reps;
       return 0;
     };

@@ -43,7 +43,6 @@
 #include "bench_moe.h"
 #include "bench_util.cuh"
 
-double bench_median(std::vector<float> v) { return bench::median(std::move(v)); }
 
 void bench_fill_row(bench_row &r, double weight_bytes, double flops, const bench_env &env) {
   const double t_bw = weight_bytes / env.copy_Bps, t_fl = flops / env.fp8_flops;

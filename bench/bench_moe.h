@@ -79,9 +79,6 @@ int bench_shape_qwen235(const bench_config &, const bench_options &, const bench
 int bench_shape_qwen30(const bench_config &, const bench_options &, const bench_env &, std::vector<bench_row> &);
 int bench_shape_mixtral(const bench_config &, const bench_options &, const bench_env &, std::vector<bench_row> &);
 
-/* Median of a vector (copied, sorted). */
-double bench_median(std::vector<float> v);
-
 /* The rows of one (config, T) share the floor; this fills the derived columns. */
 void bench_fill_row(bench_row &r, double weight_bytes, double flops, const bench_env &env);
 

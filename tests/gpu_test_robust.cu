@@ -133,18 +133,7 @@ static void check_nonfinite_aware(const problem *p, const instance &in, const we
                                   const std::vector<uint16_t> &out, const std::vector<int32_t> &ids,
                                   const std::vector<float> &wts, const char *what) {
   const size_t H = (size_t)in.c.hidden;
-  fp8moe_ref_moe_input ri;
-  memset(&ri, 0, sizeof ri); /* the 0.3 fields: defaults */
-  ri.num_tokens = p->T;
-  ri.local_num_experts = w->e_loc;
-  ri.hidden_states = p->h_x.data();
-  ri.hidden_states_scale = p->h_xs.data();
-  ri.w1 = w->h_w1.data();
-  ri.w1_scale = w->h_w1s.data();
-  ri.w2 = w->h_w2.data();
-  ri.w2_scale = w->h_w2s.data();
-  ri.topk_ids = ids.data();
-  ri.topk_weights = wts.data();
+  const fp8moe_ref_moe_input ri = reference_input(p, w, 0, ids, wts);
   std::vector<uint16_t> ref((size_t)p->T * H);
   fp8moe_ref_moe(&in.c, &ri, NULL, p->T, ref.data(), NULL);
   std::vector<float> g, r;

@@ -267,18 +267,12 @@ static std::vector<int> sample_tokens(fp8moe_rng *rng, int T) {
 /* Check a GPU output against the reference on the sampled tokens: every
  * element written (no poison anywhere), no NaN/Inf where the reference is
  * finite, relative L2 error <= 1e-2. Returns the error. */
-static double check_against_reference(const problem *p, const instance &in, const weights *w, int offset,
-                                      const std::vector<uint16_t> &out, const std::vector<int32_t> &ids,
-                                      const std::vector<float> &wts, fp8moe_rng *rng, const char *what) {
-  const fp8moe_config &c = in.c;
-  const size_t H = (size_t)c.hidden;
-  for (size_t i = 0; i < out.size(); i++)
-    cr_assert_neq(out[i], (uint16_t)FP8MOE_TEST_POISON_BF16, "%s %s T=%d: output element %zu not written", in.name,
-                  what, p->T, i);
-  if (p->T == 0) return 0.0;
-  std::vector<int> toks = sample_tokens(rng, p->T);
+/* The CPU reference's input for problem p with weights w (experts from
+ * `offset`) and the given top-k; the fields not set keep their defaults. */
+static inline fp8moe_ref_moe_input reference_input(const problem *p, const weights *w, int offset,
+                                                   const std::vector<int32_t> &ids, const std::vector<float> &wts) {
   fp8moe_ref_moe_input ri;
-  memset(&ri, 0, sizeof ri); /* fields this test does not set: the defaults */
+  memset(&ri, 0, sizeof ri);
   ri.num_tokens = p->T;
   ri.local_expert_offset = offset;
   ri.local_num_experts = w->e_loc;
@@ -290,6 +284,20 @@ static double check_against_reference(const problem *p, const instance &in, cons
   ri.w2_scale = w->h_w2s.data();
   ri.topk_ids = ids.data();
   ri.topk_weights = wts.data();
+  return ri;
+}
+
+static double check_against_reference(const problem *p, const instance &in, const weights *w, int offset,
+                                      const std::vector<uint16_t> &out, const std::vector<int32_t> &ids,
+                                      const std::vector<float> &wts, fp8moe_rng *rng, const char *what) {
+  const fp8moe_config &c = in.c;
+  const size_t H = (size_t)c.hidden;
+  for (size_t i = 0; i < out.size(); i++)
+    cr_assert_neq(out[i], (uint16_t)FP8MOE_TEST_POISON_BF16, "%s %s T=%d: output element %zu not written", in.name,
+                  what, p->T, i);
+  if (p->T == 0) return 0.0;
+  std::vector<int> toks = sample_tokens(rng, p->T);
+  const fp8moe_ref_moe_input ri = reference_input(p, w, offset, ids, wts);
   std::vector<uint16_t> ref(toks.size() * H);
   fp8moe_ref_moe(&c, &ri, toks.data(), (int)toks.size(), ref.data(), NULL);
   std::vector<float> g(toks.size() * H), r(toks.size() * H);

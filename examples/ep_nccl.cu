@@ -67,68 +67,13 @@
 #include <fp8moe/fp8moe.cuh>
 #include <nccl.h>
 
-#include <algorithm>
-#include <chrono>
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
+#include "ep_util.cuh"
+
 #include <string.h>
 #include <time.h>
-#include <vector>
 
 FP8MOE_DEFINE(dsv3, 256, 8, 7168, 2048);
-enum { E = 256, K = 8, H = 7168, I = 2048 };
-
-#define CUDA_CHECK(x)                                                                        \
-  do {                                                                                       \
-    cudaError_t e_ = (x);                                                                    \
-    if (e_ != cudaSuccess) {                                                                 \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));     \
-      exit(1);                                                                               \
-    }                                                                                        \
-  } while (0)
-#define NCCL_CHECK(x)                                                                        \
-  do {                                                                                       \
-    ncclResult_t r_ = (x);                                                                   \
-    if (r_ != ncclSuccess) {                                                                 \
-      fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, ncclGetErrorString(r_));     \
-      exit(1);                                                                               \
-    }                                                                                        \
-  } while (0)
-#define MOE_CHECK(x)                                                                         \
-  do {                                                                                       \
-    fp8moe_status s_ = (x);                                                                  \
-    if (s_ != FP8MOE_OK) {                                                                   \
-      fprintf(stderr, "%s: %s\n", #x, fp8moe_status_string(s_));                             \
-      exit(1);                                                                               \
-    }                                                                                        \
-  } while (0)
-
-/* ---- data: every element is a hash of (seed, its global index) ----------
- * so a GPU makes exactly its shard of the global weights, and GPU 0's full
- * copy holds the same numbers. */
-
-static __host__ __device__ uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-/* fp8 e4m3 codes with |v| in [2^-4, 7.5] */
-__global__ void fill_fp8(uint8_t *p, size_t n, size_t first, uint64_t seed) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    uint64_t z = mix64(seed + (first + i) * 0x9e3779b97f4a7c15ull);
-    p[i] = (uint8_t)(((z & 1) << 7) | ((3 + ((z >> 1) & 7)) << 3) | ((z >> 4) & 7));
-  }
-}
-
-/* lo + span * u, u uniform in [0, 1) */
-__global__ void fill_uniform(float *p, size_t n, size_t first, uint64_t seed, float lo, float span) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    uint64_t z = mix64(seed + (first + i) * 0x9e3779b97f4a7c15ull);
-    p[i] = lo + span * (float)(z >> 40) * (1.0f / 16777216.0f);
-  }
-}
+using namespace epx;
 
 __global__ void bf16_to_f32(const uint16_t *in, float *out, size_t n) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -142,51 +87,11 @@ __global__ void f32_to_bf16(const float *in, uint16_t *out, size_t n) {
   }
 }
 
-template <class T>
-static T *dev_alloc(size_t count) {
-  T *p = NULL;
-  CUDA_CHECK(cudaMalloc(&p, count * sizeof(T) + 16));
-  return p;
-}
-
-/* The weights of experts [first, first + count) of the global layer. */
-struct Weights {
-  uint8_t *w1, *w2;
-  float *w1s, *w2s;
-};
-enum : uint64_t { SEED_W1 = 1, SEED_W2 = 2, SEED_W1S = 3, SEED_W2S = 4, SEED_X = 5, SEED_XS = 6 };
-static const size_t W1_PER_EXPERT = (size_t)2 * I * H, W2_PER_EXPERT = (size_t)H * I;
-static const size_t W1S_PER_EXPERT = (size_t)(2 * I / 128) * (H / 128), W2S_PER_EXPERT = (size_t)(H / 128) * (I / 128);
-
-static Weights make_weights(int first, int count, uint64_t seed, cudaStream_t s) {
-  Weights w;
-  w.w1 = dev_alloc<uint8_t>(count * W1_PER_EXPERT);
-  w.w2 = dev_alloc<uint8_t>(count * W2_PER_EXPERT);
-  w.w1s = dev_alloc<float>(count * W1S_PER_EXPERT);
-  w.w2s = dev_alloc<float>(count * W2S_PER_EXPERT);
-  fill_fp8<<<2048, 256, 0, s>>>(w.w1, count * W1_PER_EXPERT, first * W1_PER_EXPERT, seed ^ (SEED_W1 << 56));
-  fill_fp8<<<2048, 256, 0, s>>>(w.w2, count * W2_PER_EXPERT, first * W2_PER_EXPERT, seed ^ (SEED_W2 << 56));
-  fill_uniform<<<256, 256, 0, s>>>(w.w1s, count * W1S_PER_EXPERT, first * W1S_PER_EXPERT, seed ^ (SEED_W1S << 56),
-                                   0.5f / sqrtf((float)H), 1.0f / sqrtf((float)H));
-  fill_uniform<<<256, 256, 0, s>>>(w.w2s, count * W2S_PER_EXPERT, first * W2S_PER_EXPERT, seed ^ (SEED_W2S << 56),
-                                   0.5f / sqrtf((float)I), 1.0f / sqrtf((float)I));
-  CUDA_CHECK(cudaGetLastError());
-  return w;
-}
-
-static void free_weights(Weights &w) {
-  CUDA_CHECK(cudaFree(w.w1));
-  CUDA_CHECK(cudaFree(w.w2));
-  CUDA_CHECK(cudaFree(w.w1s));
-  CUDA_CHECK(cudaFree(w.w2s));
-}
-
-/* What each GPU holds. */
 struct Rank {
   int dev;
   cudaStream_t stream;
   ncclComm_t comm;
-  Weights w;
+  weights w;
   uint8_t *x;
   float *xs;
   int32_t *topk;
@@ -199,27 +104,6 @@ struct Rank {
   fp8moe_args args;
   cudaEvent_t ev[3];
 };
-
-static double seconds_now(void) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-static float median(std::vector<float> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-static double rel_l2(const std::vector<uint16_t> &got, const std::vector<uint16_t> &ref, int *nonfinite) {
-  double num = 0, den = 0;
-  *nonfinite = 0;
-  for (size_t i = 0; i < got.size(); i++) {
-    double g = fp8moe_bf16_to_float(got[i]), r = fp8moe_bf16_to_float(ref[i]);
-    if (!isfinite(g)) (*nonfinite)++;
-    num += (g - r) * (g - r);
-    den += r * r;
-  }
-  return sqrt(num / (den > 0 ? den : 1));
-}
 
 int main(int argc, char **argv) {
   const int T = argc > 1 ? atoi(argv[1]) : 512;
@@ -250,21 +134,7 @@ int main(int argc, char **argv) {
          "seed %llu (FP8MOE_SEED)\n",
          E, K, H, I, T, N, E_loc, nccl_version, (unsigned long long)seed);
 
-  /* a random top-8 of distinct experts per token, packed (id << 16 | bf16 weight) */
-  std::vector<int32_t> packed((size_t)T * K);
-  uint64_t st = seed * 0x9e3779b97f4a7c15ull + 7;
-  for (int t = 0; t < T; t++)
-    for (int k = 0; k < K; k++) {
-      int e;
-      bool dup;
-      do {
-        e = (int)(mix64(st++) % E);
-        dup = false;
-        for (int j = 0; j < k; j++) dup |= fp8moe_topk_id(packed[(size_t)t * K + j]) == e;
-      } while (dup);
-      float w = 0.05f + (float)(mix64(st++) >> 40) / 16777216.0f / K;
-      packed[(size_t)t * K + k] = fp8moe_topk_pack(e, w);
-    }
+  const std::vector<int32_t> packed = random_topk(T, seed);
 
   const size_t n_out = (size_t)T * H;
   std::vector<uint16_t> ref(n_out), got_bf16(n_out), got_fp32(n_out), other(n_out);
@@ -279,9 +149,7 @@ int main(int argc, char **argv) {
     for (auto &e : R.ev) CUDA_CHECK(cudaEventCreate(&e));
     R.x = dev_alloc<uint8_t>(n_out);
     R.xs = dev_alloc<float>((size_t)(H / 128) * T);
-    fill_fp8<<<1024, 256, 0, R.stream>>>(R.x, n_out, 0, seed ^ (SEED_X << 56));
-    fill_uniform<<<256, 256, 0, R.stream>>>(R.xs, (size_t)(H / 128) * T, 0, seed ^ (SEED_XS << 56), 0.25f, 1.0f);
-    CUDA_CHECK(cudaGetLastError());
+    make_tokens(R.x, R.xs, 0, T, T, seed, R.stream);
     R.topk = dev_alloc<int32_t>(packed.size());
     CUDA_CHECK(cudaMemcpyAsync(R.topk, packed.data(), packed.size() * 4, cudaMemcpyHostToDevice, R.stream));
     R.ws_bytes = dsv3_workspace_size(T);
@@ -299,7 +167,7 @@ int main(int argc, char **argv) {
   {
     Rank &R = ranks[0];
     CUDA_CHECK(cudaSetDevice(0));
-    Weights full = make_weights(0, E, seed, R.stream);
+    weights full = make_weights(0, E, seed, R.stream);
     fp8moe_args a = R.args;
     a.local_expert_offset = 0;
     a.local_num_experts = E;
@@ -430,7 +298,7 @@ int main(int argc, char **argv) {
   const char *name[2] = {"bf16 all-reduce", "fp32 all-reduce"};
   for (int variant = 0; variant < 2; variant++) {
     int nonfinite;
-    double err = rel_l2(variant == 0 ? got_bf16 : got_fp32, ref, &nonfinite);
+    double err = rel_l2((variant == 0 ? got_bf16 : got_fp32).data(), ref.data(), n_out, &nonfinite);
     int pass = err <= 1e-2 && nonfinite == 0;
     ok &= pass;
     printf("EP %d GPUs, %s%s: rel L2 vs single GPU = %.3e  %s | step %.3f ms (layer %.3f ms on the slowest GPU, "

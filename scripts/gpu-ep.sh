@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Runs on a machine with >= 2 GPUs, from the repository root: builds
-# examples/ep_nccl.cu against the NCCL found there and runs it (expert
-# parallelism: each GPU its shard of a DeepSeek-V3 layer, NCCL all-reduce,
-# compared with the whole layer on GPU 0). The last lines are a summary.
+# Runs on a machine with >= 2 GPUs, from the repository root: builds the two
+# expert-parallel examples against the NCCL found there and runs them on a
+# DeepSeek-V3 layer, each compared with the whole layer on GPU 0:
+#   examples/ep_alltoall.cu  each GPU its own T tokens and E/N experts,
+#                            all-to-all dispatch and combine
+#   examples/ep_nccl.cu      every GPU all N*T tokens, its E/N experts, an
+#                            all-reduce of the partial outputs
+# and ep_alltoall once more with one rank on GPU 0. The last lines are a
+# summary.
 #
-#   usage: bash scripts/gpu-ep.sh                # 2 GPUs, T = 16 128 512 4096
-#          NGPUS=4 TOKENS="512" bash scripts/gpu-ep.sh
+#   usage: bash scripts/gpu-ep.sh                  # all GPUs, T = 128 1024 8192 per GPU
+#          NGPUS=2 TOKENS="512" bash scripts/gpu-ep.sh
 #
 # NCCL is looked for in $NCCL_HOME, /usr/local/cuda, the system paths, then
-# the nvidia-nccl wheel of the Python that has PyTorch. Where no nccl.h is
-# found but a binary built elsewhere sits at .bundle-ep/ep_nccl (build line
-# in the example's top comment), that binary runs with the libnccl found.
+# the nvidia-nccl wheel of the Python that has PyTorch. Binaries built
+# elsewhere and put in .bundle-ep/ (build lines in the examples' top
+# comments) run with the libnccl found; without them the script builds.
 # NVLink multicast (NVLS) stays off: NCCL_NVLS_ENABLE=0.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,8 +24,8 @@ export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVL
 export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
 OUT=${OUT:-/tmp/fp8moe-out}
 mkdir -p "$OUT"
-NGPUS=${NGPUS:-2}
-TOKENS=${TOKENS:-16 128 512 4096}
+NGPUS=${NGPUS:-$(nvidia-smi -L | wc -l)}
+TOKENS=${TOKENS:-128 1024 8192}
 
 nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader | tee "$OUT/ep-gpus.txt"
 nvidia-smi topo -m >"$OUT/ep-topo.txt" 2>&1 || true
@@ -46,37 +51,44 @@ echo "NCCL: include ${inc:-(not found)}, library ${lib:-(not found)}"
 [ -n "$lib" ] || { echo "gpu-ep: no libnccl found (set NCCL_HOME)"; exit 1; }
 export LD_LIBRARY_PATH=$lib:${LD_LIBRARY_PATH:-}
 
-# --- build (or take the carried binary) ---
-bin=.bundle-ep/ep_nccl
-if [ -n "$inc" ] && command -v nvcc >/dev/null; then
+# --- build (or take the carried binaries) ---
+dir=.bundle-ep
+if ! { [ -x $dir/ep_alltoall ] && [ -x $dir/ep_nccl ]; } && [ -n "$inc" ] && command -v nvcc >/dev/null; then
   mkdir -p build-ep
+  dir=build-ep
   # link the unversioned name if there is one, else the soname the wheel ships
   if [ -e "$lib/libnccl.so" ]; then link=-lnccl; else link=-l:libnccl.so.2; fi
-  echo "building examples/ep_nccl.cu ($(nvcc --version | tail -1))"
+  echo "building the EP examples ($(nvcc --version | tail -1))"
   start=$SECONDS
-  nvcc -std=c++17 -O3 -Iinclude -I"$inc" -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_89,code=sm_89 \
-    examples/ep_nccl.cu -o build-ep/ep_nccl -L"$lib" $link -Xlinker -rpath="$lib" 2>&1 | tee "$OUT/ep-build.log" ||
-    { echo "gpu-ep: build failed"; exit 1; }
-  [ -x build-ep/ep_nccl ] || { echo "gpu-ep: build failed"; exit 1; }
+  for ex in ep_alltoall ep_nccl; do
+    nvcc -std=c++17 -O3 -Iinclude -I"$inc" -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_89,code=sm_89 \
+      examples/$ex.cu -o build-ep/$ex -L"$lib" $link -Xlinker -rpath="$lib" >"$OUT/ep-build-$ex.log" 2>&1 &
+  done
+  wait
   echo "built in $((SECONDS - start)) s"
-  bin=build-ep/ep_nccl
-elif [ ! -x "$bin" ]; then
-  echo "gpu-ep: no nccl.h or nvcc here, and no carried $bin"
-  exit 1
 fi
+for ex in ep_alltoall ep_nccl; do
+  [ -x "$dir/$ex" ] || { echo "gpu-ep: no $dir/$ex (no nccl.h or nvcc here, or the build failed)"; cat "$OUT/ep-build-$ex.log" 2>/dev/null; exit 1; }
+done
 
 summary=()
 rc_all=0
-for T in $TOKENS; do
-  log=$OUT/ep-T$T.log
-  start=$SECONDS
-  "$bin" "$T" "$NGPUS" >"$log" 2>&1
-  rc=$?
+run() { # name log args...
+  local name=$1 log=$2
+  shift 2
+  local start=$SECONDS
+  "$dir/$name" "$@" >"$log" 2>&1
+  local rc=$?
   [ $rc -eq 0 ] || rc_all=1
   cat "$log"
-  summary+=("$(printf 'T=%-5s rc=%s %3ss' "$T" "$rc" $((SECONDS - start)))")
-  while IFS= read -r line; do summary+=("    $line"); done < <(grep -a -E '^(single GPU|EP |bf16 vs|ep_nccl: (PASS|FAIL))' "$log")
+  summary+=("$(printf '%-11s %-12s rc=%s %3ss' "$name" "$*" "$rc" $((SECONDS - start)))")
+  while IFS= read -r line; do summary+=("    $line"); done < <(grep -a -E '^(single GPU|EP |bf16 vs|ep_(nccl|alltoall): (PASS|FAIL))' "$log")
+}
+for T in $TOKENS; do
+  run ep_alltoall "$OUT/ep-alltoall-T$T.log" "$T" "$NGPUS"
+  run ep_nccl "$OUT/ep-nccl-T$T.log" $((T * NGPUS)) "$NGPUS"
 done
-echo "==== summary: ep_nccl on $NGPUS GPU(s), $(head -1 "$OUT/ep-gpus.txt" | cut -d, -f2) ===="
+run ep_alltoall "$OUT/ep-alltoall-one-rank.log" "$(echo $TOKENS | awk '{print $1}')" 1
+echo "==== summary: expert parallelism on $NGPUS GPU(s), $(head -1 "$OUT/ep-gpus.txt" | cut -d, -f2) ===="
 printf '%s\n' "${summary[@]}"
 exit $rc_all

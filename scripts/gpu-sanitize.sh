@@ -8,7 +8,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=.bundle
-export LD_LIBRARY_PATH=$PWD/$B/lib:${LD_LIBRARY_PATH:-}
+export LD_LIBRARY_PATH=$PWD/$B/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 OUT=${OUT:-/tmp/fp8moe-out}
 mkdir -p "$OUT"
 CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
@@ -41,24 +41,36 @@ if [ "${ALL:-0}" = 1 ]; then
   for t in "$B"/gpu_test_*; do runs+=("$(basename "$t"):*"); done
   export FP8MOE_TEST_MAX_TOKENS=${MAX_TOKENS:-300}
 fi
-summary=()
+# JOBS=n runs n (tool, program) pairs at once, spread over the visible GPUs
+# (CUDA_VISIBLE_DEVICES round-robin); the default, 1, runs them in turn.
+ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
+[ "$ngpu" -ge 1 ] || ngpu=1
+one() { # tool prog filter gpu -> one summary line on stdout
+  local tool=$1 prog=$2 filt=$3 gpu=$4
+  local log="$OUT/san-$tool-$prog-$(echo "$filt" | tr '/*' '__').log"
+  local extra=()
+  [ "$tool" = memcheck ] && extra=(--leak-check full)
+  CUDA_VISIBLE_DEVICES=$gpu timeout ${PER_RUN_TIMEOUT:-150} "$CS" --tool "$tool" --target-processes all \
+    --error-exitcode 99 "${extra[@]}" "$B/$prog" --jobs=1 --filter="$filt" >"$log" 2>&1
+  local rc=$?
+  local res syn
+  res=$(grep -a -E "ERROR SUMMARY|RACECHECK SUMMARY" "$log" | sort | uniq -c | tr -s ' ' | tr '\n' ';')
+  syn=$(grep -a "Synthesis" "$log" | tail -1 | sed 's/.*Synthesis: //')
+  printf '%-9s %-26s %-34s rc=%-3s %s | %s\n' "$tool" "$prog" "$filt" "$rc" "$res" "$syn"
+}
+lines="$OUT/san-summary.txt"
+: >"$lines"
+i=0
 for tool in $tools; do
   for r in "${runs[@]}"; do
     prog=${r%%:*}; filt=${r#*:}
     [ -x "$B/$prog" ] || continue
-    log="$OUT/san-$tool-$prog-$(echo "$filt" | tr '/*' '__').log"
-    extra=()
-    [ "$tool" = memcheck ] && extra=(--leak-check full)
-    timeout ${PER_RUN_TIMEOUT:-150} "$CS" --tool "$tool" --target-processes all --error-exitcode 99 "${extra[@]}" \
-      "$B/$prog" --jobs=1 --filter="$filt" >"$log" 2>&1
-    rc=$?
-    res=$(grep -a -E "ERROR SUMMARY|RACECHECK SUMMARY" "$log" | sort | uniq -c | tr -s ' ' | tr '\n' ';')
-    syn=$(grep -a "Synthesis" "$log" | tail -1 | sed 's/.*Synthesis: //')
-    line=$(printf '%-9s %-18s %-34s rc=%-3s %s | %s' "$tool" "$prog" "$filt" "$rc" "$res" "$syn")
-    echo "$line"
-    summary+=("$line")
+    while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-1}" ]; do wait -n; done
+    one "$tool" "$prog" "$filt" $((i % ngpu)) | tee -a "$lines" &
+    i=$((i + 1))
   done
 done
+wait
 (cd "$OUT" && ls san-*.log >/dev/null 2>&1 && tar czf sanitizer-logs.tgz san-*.log && rm -f san-*.log)
 echo "==== compute-sanitizer summary ===="
-printf '%s\n' "${summary[@]}"
+sort "$lines"

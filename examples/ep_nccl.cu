@@ -38,31 +38,10 @@
  * ncclGetUniqueId on rank 0, a broadcast of the id, and ncclCommInitRank,
  * and drop the group calls around the per-rank loop.
  *
- * To all-to-all dispatch. Here every GPU sees every token and sends T*H
- * partial sums through the all-reduce whatever the routing. Large
- * deployments keep different tokens on each GPU (data-parallel attention)
- * and move each token only to the GPUs that own its experts:
- *   1. Route on the token's home GPU (its own router, or name_run's routing
- *      kept aside); the owner of slot (t, k) is rank id / E_loc.
- *   2. Dispatch (all-to-all, ncclSend/ncclRecv in one group): exchange the
- *      per-destination token counts first (the receiver needs its token
- *      count on the host for num_tokens and the workspace), then send each
- *      token ONCE to each distinct owner rank - its fp8 row, its H/128
- *      scales and its whole packed top-k row, unchanged. No need to filter
- *      the top-k: ids of experts on other GPUs are not local, so fp8moe
- *      skips those slots (they are not "invalid ids").
- *   3. Each GPU calls name_run_routed on the tokens it received, with
- *      local_expert_offset = rank*E_loc. The receive side must write the
- *      scales in the transposed [H/128, T_recv] layout. Its output rows are
- *      already weighted and summed over the token's local slots.
- *   4. Combine (all-to-all back): each partial row returns to the token's
- *      home GPU, which adds the <= min(K, N) partials of each token in fp32
- *      and rounds to bf16 once - the weights were applied by fp8moe, so the
- *      combine is a plain sum.
- * Bytes then follow the routing fan-out (an fp8 row out and a bf16 row back
- * per token and owner rank) instead of T*H per GPU. For CUDA graphs, use a
- * fixed receive capacity: padding tokens whose packed ids all name experts
- * of other GPUs cost nothing but a zero output row.
+ * All-to-all instead. Here every GPU sees every token and sends T*H
+ * partial sums through the all-reduce whatever the routing. With
+ * data-parallel attention each GPU holds its own tokens, and each token
+ * travels only to the GPUs that own its experts: examples/ep_alltoall.cu.
  */
 #include <fp8moe/fp8moe.cuh>
 #include <nccl.h>

@@ -5,7 +5,7 @@
 # row per kernel: time, DRAM read bytes and throughput, SM and tensor-pipe
 # use. Kernels are serialized under ncu, so the gaps between launches are not
 # in these times (the benchmark's are).
-#   usage: bash scripts/gpu-profile.sh [config] [T list] [mode: nonrouted|routed]
+#   usage: bash scripts/gpu-profile.sh [config] [T list]   (the non-routed layer)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=.bundle

@@ -41,10 +41,15 @@ if [ "${ALL:-0}" = 1 ]; then
   for t in "$B"/gpu_test_*; do runs+=("$(basename "$t"):*"); done
   export FP8MOE_TEST_MAX_TOKENS=${MAX_TOKENS:-300}
 fi
-# JOBS=n runs n (tool, program) pairs at once, spread over the visible GPUs
-# (CUDA_VISIBLE_DEVICES round-robin); the default, 1, runs them in turn.
-ngpu=$(nvidia-smi -L 2>/dev/null | wc -l)
-[ "$ngpu" -ge 1 ] || ngpu=1
+# JOBS=n runs n (tool, program) pairs at once, spread over the GPUs (all
+# visible ones, or the list in GPUS="1 2 3"; CUDA_VISIBLE_DEVICES
+# round-robin); the default, 1, runs them in turn.
+if [ -n "${GPUS:-}" ]; then
+  read -ra gpus <<<"$GPUS"
+else
+  n=$(nvidia-smi -L 2>/dev/null | wc -l)
+  gpus=($(seq 0 $((n > 0 ? n - 1 : 0))))
+fi
 one() { # tool prog filter gpu -> one summary line on stdout
   local tool=$1 prog=$2 filt=$3 gpu=$4
   local log="$OUT/san-$tool-$prog-$(echo "$filt" | tr '/*' '__').log"
@@ -66,7 +71,7 @@ for tool in $tools; do
     prog=${r%%:*}; filt=${r#*:}
     [ -x "$B/$prog" ] || continue
     while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-1}" ]; do wait -n; done
-    one "$tool" "$prog" "$filt" $((i % ngpu)) | tee -a "$lines" &
+    one "$tool" "$prog" "$filt" "${gpus[i % ${#gpus[@]}]}" | tee -a "$lines" &
     i=$((i + 1))
   done
 done

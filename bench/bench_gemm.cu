@@ -26,7 +26,12 @@
  * Hopper kernel cannot run (another GPU, or no sm_90a code in the binary),
  * the portable kernel is the reference.
  *
- * Usage: bench_gemm [--gemm 1,2] [--rows 8,64,512,2048] [--reps N] [--csv FILE]
+ * --gemm 3 adds a Mixtral-style GEMM2 (N 4096, K 14336, bf16 store), and
+ * --active A gives rows to only A of the 256 groups (evenly spaced), as at
+ * decode, where a call touches few experts: DeepSeek-V3 at T = 1 is
+ * --active 8 --rows 1.
+ *
+ * Usage: bench_gemm [--gemm 1,2,3] [--rows 8,64,512,2048] [--active A] [--reps N] [--csv FILE]
  */
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -79,6 +84,8 @@ std::vector<variant> variants(bool hopper) {
     v.push_back({"sm90 256, no half tiles", launch_sm90<N, K, EPI, sm90_config<256, 2, 4, 1, 0>>, true});
     v.push_back({"sm90 256, cluster 2", launch_sm90<N, K, EPI, sm90_config<256, 2, 4, 2>>, true});
     v.push_back({"sm90 192, one batch", launch_sm90<N, K, EPI, sm90_config<192, 1, 5>>, true});
+    v.push_back({"sm90 128", launch_sm90<N, K, EPI, sm90_config<128, 1, 6, 1, 1>>, true});
+    v.push_back({"sm90 64, 8 stages", launch_sm90<N, K, EPI, sm90_config<64, 1, 8>>, true});
   }
   v.push_back({"portable mma.sync", launch_mma<N, K, EPI>, false});
   v.push_back({"cublaslt (per group)", NULL, false});
@@ -104,9 +111,9 @@ __global__ void rel_l2_kernel(const uint16_t *a, const uint16_t *b, size_t n, do
   atomicAdd(&sums[1], den);
 }
 
-/* The peer's 1x128 row scales: [K/128][R] per group, from fp8moe's [K/128][m_total]. */
-__global__ void regroup_scales_kernel(const float *src, float *dst, int kb, int rows, long long m_total) {
-  const long long n = (long long)G * kb * rows;
+/* The peer's 1x128 row scales: [K/128][R] per active group, from fp8moe's [K/128][m_total]. */
+__global__ void regroup_scales_kernel(const float *src, float *dst, int groups, int kb, int rows, long long m_total) {
+  const long long n = (long long)groups * kb * rows;
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
     const long long g = i / ((long long)kb * rows), rem = i % ((long long)kb * rows);
     const long long k = rem / rows, r = rem % rows;
@@ -135,10 +142,11 @@ int dalloc(T **p, size_t n, std::vector<void *> &owned) {
 }
 
 template <int N, int K, epilogue EPI>
-int bench_gemm(const char *gname, int R, int reps, bool hopper, const env &E, std::vector<row_out> &out,
+int bench_gemm(const char *gname, int R, int active, int reps, bool hopper, const env &E, std::vector<row_out> &out,
                bool *failed) {
   constexpr int KB = K / 128;
-  const long long M = (long long)G * R;
+  const long long M = (long long)active * R;
+  const int spacing = G / active; /* group g has rows when g % spacing == 0 */
   const bool swiglu = EPI == epilogue::swiglu_quant;
   const size_t c_bytes = swiglu ? (size_t)M * (N / 2) : (size_t)M * N * 2;
   const size_t cs_n = swiglu ? (size_t)(N / 256) * M : 0;
@@ -164,9 +172,9 @@ int bench_gemm(const char *gname, int R, int reps, bool hopper, const env &E, st
       bench::fill_uniform(bs, (size_t)G * (N / 128) * KB, 14, 0.5f / sqrtf((float)K), 1.5f / sqrtf((float)K), 0))
     return -1;
   std::vector<int> h_off(G + 1);
-  for (int g = 0; g <= G; g++) h_off[g] = g * R;
+  for (int g = 0; g <= G; g++) h_off[g] = ((g + spacing - 1) / spacing) * R;
   BENCH_CUDA(cudaMemcpy(off, h_off.data(), (G + 1) * sizeof(int), cudaMemcpyHostToDevice));
-  regroup_scales_kernel<<<1024, 256>>>(as, as_peer, KB, R, M);
+  regroup_scales_kernel<<<1024, 256>>>(as, as_peer, active, KB, R, M);
   BENCH_CUDA(cudaGetLastError());
 
   grouped_gemm_params p;
@@ -181,24 +189,25 @@ int bench_gemm(const char *gname, int R, int reps, bool hopper, const env &E, st
   const size_t ws_bytes = (size_t)32 << 20;
   uint8_t *ws;
   if (dalloc(&ws, ws_bytes, owned)) return -1;
-  std::vector<bench::peer_call> calls(G);
+  std::vector<bench::peer_call> calls(active);
   cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
   BENCH_LT(cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, K, N, K));
   BENCH_LT(cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, K, R, K));
   BENCH_LT(cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, N, R, N));
   std::string peer_why;
-  for (int g = 0; g < G && peer_why.empty(); g++) {
-    bench::peer_call &c = calls[g];
+  for (int j = 0; j < active && peer_why.empty(); j++) {
+    const int g = j * spacing; /* the j-th group with rows */
+    bench::peer_call &c = calls[j];
     c.a = la, c.b = lb, c.d = ld;
     c.A = B + (size_t)g * N * K;
-    c.B = A + (size_t)g * R * K;
-    c.D = Cpeer + (size_t)g * R * N;
-    if (bench::peer_desc(&c.desc, bs + (size_t)g * (N / 128) * KB, as_peer + (size_t)g * KB * R)) {
+    c.B = A + (size_t)j * R * K;
+    c.D = Cpeer + (size_t)j * R * N;
+    if (bench::peer_desc(&c.desc, bs + (size_t)g * (N / 128) * KB, as_peer + (size_t)j * KB * R)) {
       peer_why = "block-scaled descriptor refused";
       break;
     }
     int found = 0;
-    if (g == 0) {
+    if (j == 0) {
       if (bench::peer_algo(lt, c, ws_bytes, &found) || !found) peer_why = "no cuBLASLt algorithm for this shape";
     } else {
       c.algo = calls[0].algo;
@@ -206,8 +215,8 @@ int bench_gemm(const char *gname, int R, int reps, bool hopper, const env &E, st
   }
   const float one = 1.0f, zero = 0.0f;
   auto run_peer = [&]() -> int {
-    for (int g = 0; g < G; g++) {
-      const bench::peer_call &c = calls[g];
+    for (int j = 0; j < active; j++) {
+      const bench::peer_call &c = calls[j];
       BENCH_LT(cublasLtMatmul(lt, c.desc, &one, c.A, c.a, c.B, c.b, &zero, c.D, c.d, c.D, c.d, &c.algo, ws, ws_bytes,
                               0));
     }
@@ -294,7 +303,7 @@ int bench_gemm(const char *gname, int R, int reps, bool hopper, const env &E, st
   for (auto &e : ev) cudaEventDestroy(e);
 
   const double flops = 2.0 * (double)M * N * K;
-  const double wbytes = (double)G * N * K + (double)G * (N / 128) * KB * 4;
+  const double wbytes = (double)active * ((double)N * K + (double)(N / 128) * KB * 4);
   double t_default = NAN;
   for (size_t i = 0; i < V.size(); i++) {
     row_out o;
@@ -341,18 +350,23 @@ std::vector<int> parse_list(const char *s) {
 
 int main(int argc, char **argv) {
   std::vector<int> gemms = {1, 2}, rows = {8, 64, 512, 2048};
-  int reps = 10;
+  int reps = 10, active = G;
   const char *csv = NULL;
   for (int i = 1; i < argc; i++) {
     const std::string a = argv[i];
     if (a == "--gemm" && i + 1 < argc) gemms = parse_list(argv[++i]);
     else if (a == "--rows" && i + 1 < argc) rows = parse_list(argv[++i]);
     else if (a == "--reps" && i + 1 < argc) reps = atoi(argv[++i]);
+    else if (a == "--active" && i + 1 < argc) active = atoi(argv[++i]);
     else if (a == "--csv" && i + 1 < argc) csv = argv[++i];
     else {
-      fprintf(stderr, "usage: bench_gemm [--gemm 1,2] [--rows 8,64,512,2048] [--reps N] [--csv FILE]\n");
+      fprintf(stderr, "usage: bench_gemm [--gemm 1,2,3] [--rows 8,64,512,2048] [--active A] [--reps N] [--csv FILE]\n");
       return 2;
     }
+  }
+  if (active < 1 || active > G || G % active != 0) {
+    fprintf(stderr, "bench_gemm: --active must divide %d\n", G);
+    return 2;
   }
   if (reps < 1) reps = 1;
   cudaDeviceProp prop;
@@ -383,7 +397,9 @@ int main(int argc, char **argv) {
       printf("# 2-CTA clusters co-resident: %d (of %d SMs)\n", sm90_max_active_clusters<2>(k, bytes),
              prop.multiProcessorCount);
   }
-  printf("# %d groups; GEMM1 N 4096 K 7168 swiglu_quant, GEMM2 N 7168 K 2048 bf16; median of %d runs\n", G, reps);
+  printf("# %d groups, %d of them with rows; GEMM1 N 4096 K 7168 swiglu_quant, GEMM2 N 7168 K 2048 bf16, MixG2 "
+         "(Mixtral-style GEMM2) N 4096 K 14336 bf16; median of %d runs\n",
+         G, active, reps);
   printf("%-6s %6s  %-30s %11s %8s %9s %8s %8s %6s  %s\n", "gemm", "rows", "variant", "time_us", "TFLOP/s",
          "weightGB/s", "of fp8", "of copy", "vs def", "check");
   std::vector<row_out> out;
@@ -391,8 +407,10 @@ int main(int argc, char **argv) {
   for (int g : gemms)
     for (int r : rows) {
       if (r < 1) continue;
-      const int rc = g == 1 ? bench_gemm<4096, 7168, epilogue::swiglu_quant>("GEMM1", r, reps, hopper, E, out, &failed)
-                            : bench_gemm<7168, 2048, epilogue::store_bf16>("GEMM2", r, reps, hopper, E, out, &failed);
+      const int rc =
+          g == 1   ? bench_gemm<4096, 7168, epilogue::swiglu_quant>("GEMM1", r, active, reps, hopper, E, out, &failed)
+          : g == 2 ? bench_gemm<7168, 2048, epilogue::store_bf16>("GEMM2", r, active, reps, hopper, E, out, &failed)
+                   : bench_gemm<4096, 14336, epilogue::store_bf16>("MixG2", r, active, reps, hopper, E, out, &failed);
       if (rc) {
         fprintf(stderr, "bench_gemm: GEMM%d rows %d failed\n", g, r);
         return 1;

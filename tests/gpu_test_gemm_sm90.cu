@@ -432,6 +432,7 @@ using cfg_256_half = sm90_config<256, 2, 4, 1, 2>; /* tiles of <= 64 rows split 
 using cfg_128_half = sm90_config<128, 1, 6, 1, 2>;
 using cfg_256_full = sm90_config<256, 2, 4, 1, 0>; /* every tile split by rows */
 using cfg_128_full = sm90_config<128, 1, 6, 1, 0>;
+using cfg_64 = sm90_config<64, 1, 8>;              /* narrow store tiles: more CTAs for decode-sized calls */
 
 Test(gemm_sm90, store_tile_configs) {
   fp8moe_rng r = seeded("store_tile_configs");
@@ -444,6 +445,9 @@ Test(gemm_sm90, store_tile_configs) {
    * tile, pairs across groups and the odd last tile do not */
   check_store<7168, 2048, epilogue::store_bf16, cfg_cl2>(P, ref, "bf16 N7168 K2048 cluster 2");
   check_same_bits<7168, 2048, epilogue::store_bf16, cfg_cl2>(P, "bf16 N7168 K2048 cluster 2");
+  check_same_bits<7168, 2048, epilogue::store_bf16, cfg_128_half>(P, "bf16 N7168 K2048 BN=128");
+  check_store<7168, 2048, epilogue::store_bf16, cfg_64>(P, ref, "bf16 N7168 K2048 BN=64");
+  check_same_bits<7168, 2048, epilogue::store_bf16, cfg_64>(P, "bf16 N7168 K2048 BN=64");
   /* 384 = 2 x 192: tiles start 0 and 64 columns into a scale block */
   std::vector<int> s = random_sizes(&r, 33, 150);
   problem Q = make_problem(384, 256, s, 1, 2, 7, 0, &r);
@@ -452,6 +456,8 @@ Test(gemm_sm90, store_tile_configs) {
   check_same_bits<384, 256, epilogue::store_fp32, cfg_n192>(Q, "fp32 N384 K256 G33 BN=192");
   check_store<384, 256, epilogue::store_fp32, cfg_128_cl2>(Q, refq, "fp32 N384 K256 G33 BN=128 cluster 2");
   check_same_bits<384, 256, epilogue::store_fp32, cfg_128_cl2>(Q, "fp32 N384 K256 G33 BN=128 cluster 2");
+  check_store<384, 256, epilogue::store_fp32, cfg_64>(Q, refq, "fp32 N384 K256 G33 BN=64");
+  check_same_bits<384, 256, epilogue::store_fp32, cfg_64>(Q, "fp32 N384 K256 G33 BN=64");
   /* one big group: every pair shares its weight tile */
   problem R1 = make_problem(384, 256, {1000}, 0, 0, 0, 0, &r);
   check_store<384, 256, epilogue::store_fp32, cfg_128_cl2>(R1, reference_gemm(R1), "fp32 N384 K256 G1 BN=128 cluster 2");

@@ -77,6 +77,21 @@
 #define FP8MOE_SM90_STAGES_BN128 6
 #endif
 
+/* Decode-sized store calls (GEMM2): where the call's estimated work items
+ * (column tiles x m-tiles, counting each group with rows as one m-tile) give
+ * fewer than this many per SM with the default tile, the store GEMM takes
+ * 128-column tiles, and where those are still too few, 64-column tiles, so
+ * that more SMs stream the few experts' weights. Every tile width gives the
+ * same bits. Costs two more kernel instances per store shape (compile time);
+ * 0 keeps the default tile at every size. */
+#ifndef FP8MOE_SM90_NARROW_TILE_ITEMS
+#define FP8MOE_SM90_NARROW_TILE_ITEMS 2
+#endif
+/* Pipeline stages of the 64-column tile (16 KiB of A, 8 KiB of B each). */
+#ifndef FP8MOE_SM90_STAGES_BN64
+#define FP8MOE_SM90_STAGES_BN64 8
+#endif
+
 /* Register split between the producer warpgroup and each of the two
  * consumer warpgroups after setmaxnreg (multiples of 8; producer + 2 x
  * consumer <= 504 so three warpgroups fit 64K registers). The consumers

@@ -77,15 +77,17 @@
 #define FP8MOE_SM90_STAGES_BN128 6
 #endif
 
-/* Decode-sized store calls (GEMM2): where the call's estimated work items
- * (column tiles x m-tiles, counting each group with rows as one m-tile) give
- * fewer than this many per SM with the default tile, the store GEMM takes
- * 128-column tiles, and where those are still too few, 64-column tiles, so
- * that more SMs stream the few experts' weights. Every tile width gives the
- * same bits. Costs two more kernel instances per store shape (compile time);
- * 0 keeps the default tile at every size. */
-#ifndef FP8MOE_SM90_NARROW_TILE_ITEMS
-#define FP8MOE_SM90_NARROW_TILE_ITEMS 2
+/* Decode-sized store calls (GEMM2): where the default tile gives the call
+ * fewer work items (column tiles x m-tiles, each group with rows counting as
+ * one m-tile) than this percentage of the SMs, the store GEMM takes
+ * 128-column tiles, or 64-column ones where those are still too few, so that
+ * more SMs stream the few experts' weights (Mixtral-style at T = 1: 2 experts,
+ * 32 tiles of 256 columns for 132 SMs). A narrower tile keeps fewer bytes in
+ * flight per SM, so it loses wherever the default already reaches about one
+ * item per SM. Every width gives the same bits. Costs two more kernel
+ * instances per store shape (compile time); 0 keeps the default tile. */
+#ifndef FP8MOE_SM90_NARROW_TILE_PCT
+#define FP8MOE_SM90_NARROW_TILE_PCT 50
 #endif
 /* Pipeline stages of the 64-column tile (16 KiB of A, 8 KiB of B each). */
 #ifndef FP8MOE_SM90_STAGES_BN64

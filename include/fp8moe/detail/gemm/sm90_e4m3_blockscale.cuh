@@ -810,7 +810,7 @@ bool sm90_image_present() {
 /* Shapes outside the envelope return FP8MOE_ERROR_INVALID_SHAPE without
  * instantiating the kernel, so a dispatcher may name any shape. The store
  * epilogues narrow the tile for decode-sized calls
- * (FP8MOE_SM90_NARROW_TILE_ITEMS); the bits are the same at every width. */
+ * (FP8MOE_SM90_NARROW_TILE_PCT); the bits are the same at every width. */
 template <int N, int K, epilogue EPI>
 fp8moe_status gemm_sm90_launch(const grouped_gemm_params &p, cudaStream_t stream, bool pdl = false) {
   if constexpr (!gemm_sm90_supported<N, K, EPI>()) {
@@ -818,7 +818,7 @@ fp8moe_status gemm_sm90_launch(const grouped_gemm_params &p, cudaStream_t stream
     return FP8MOE_ERROR_INVALID_SHAPE;
   } else {
     using D = typename sm90_tiling<N, EPI>::config;
-    if constexpr (EPI != epilogue::swiglu_quant && FP8MOE_SM90_NARROW_TILE_ITEMS > 0) {
+    if constexpr (EPI != epilogue::swiglu_quant && FP8MOE_SM90_NARROW_TILE_PCT > 0) {
       /* decode-sized calls: narrower tiles until the SMs have enough items
        * (tunables.h); each group with rows counts as one m-tile */
       using C128 = sm90_config<128, 1, FP8MOE_SM90_STAGES_BN128, 1, D::half>;
@@ -826,7 +826,7 @@ fp8moe_status gemm_sm90_launch(const grouped_gemm_params &p, cudaStream_t stream
       device_info dev;
       FP8MOE__GET_DEVICE_INFO(dev);
       const long long m_tiles = (p.m_total < p.num_groups ? p.m_total : p.num_groups) + p.m_total / sm90_bm;
-      const long long want = (long long)FP8MOE_SM90_NARROW_TILE_ITEMS * dev.sm_count;
+      const long long want = ((long long)FP8MOE_SM90_NARROW_TILE_PCT * dev.sm_count + 99) / 100;
       if (m_tiles * sm90_tile_shape<N, EPI, D>::n_tiles < want) {
         if (D::bn > 128 && m_tiles * sm90_tile_shape<N, EPI, C128>::n_tiles >= want)
           return gemm_sm90_launch_config<N, K, EPI, C128>(p, stream, pdl);

@@ -114,7 +114,6 @@ int main(int argc, char **argv) {
     CUDA_CHECK(cudaSetDevice(0));
     cudaStream_t s;
     CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    weights full = make_weights(0, E, seed, s);
     uint8_t *x = dev_alloc<uint8_t>(n_out);
     float *xs = dev_alloc<float>((H / 128) * T_all);
     int32_t *topk = dev_alloc<int32_t>(packed.size());
@@ -127,36 +126,14 @@ int main(int argc, char **argv) {
     fp8moe_args a;
     memset(&a, 0, sizeof a);
     a.num_tokens = (int)T_all;
-    a.local_num_experts = E;
     a.hidden_states = x;
     a.hidden_states_scale = xs;
-    a.w1 = full.w1;
-    a.w1_scale = full.w1s;
-    a.w2 = full.w2;
-    a.w2_scale = full.w2s;
     a.topk_packed = topk;
     a.output = out;
     a.enable_pdl = 1;
-    cudaEvent_t e0, e1;
-    CUDA_CHECK(cudaEventCreate(&e0));
-    CUDA_CHECK(cudaEventCreate(&e1));
-    std::vector<float> ms;
-    for (int it = 0; it < 15; it++) {
-      CUDA_CHECK(cudaEventRecord(e0, s));
-      MOE_CHECK(dsv3_run_routed(&a, ws, ws_bytes, s));
-      CUDA_CHECK(cudaEventRecord(e1, s));
-      CUDA_CHECK(cudaEventSynchronize(e1));
-      float m;
-      CUDA_CHECK(cudaEventElapsedTime(&m, e0, e1));
-      if (it >= 5) ms.push_back(m);
-    }
-    single_ms = median(ms);
-    CUDA_CHECK(cudaMemcpy(ref.data(), out, n_out * 2, cudaMemcpyDeviceToHost));
-    free_weights(full); /* GPU 0 needs the room for its shard */
+    single_ms = whole_layer_reference(a, dsv3_run_routed, ws, ws_bytes, seed, s, 10, ref.data());
     void *bufs[] = {x, xs, topk, out, ws};
     for (void *p : bufs) CUDA_CHECK(cudaFree(p));
-    CUDA_CHECK(cudaEventDestroy(e0));
-    CUDA_CHECK(cudaEventDestroy(e1));
     CUDA_CHECK(cudaStreamDestroy(s));
   }
   printf("single GPU (all %d experts, all %zu tokens on GPU 0): %.3f ms per layer (median of 10)\n", E, T_all,

@@ -251,20 +251,29 @@ struct rank {
   /* the last step's traffic, from h_counts */
   int sent_rows() const { int s = 0; for (int d = 0; d < g.num_ranks; d++) s += h_counts[d]; return s; }
   int received_rows() const { int s = 0; for (int d = 0; d < g.num_ranks; d++) s += h_counts[g.num_ranks + d]; return s; }
+  /* rows sent to other ranks (each comes back as one result row) */
+  int sent_to_others() const { return sent_rows() - h_counts[id]; }
   /* bytes that left this rank for other ranks (dispatch) and came back */
-  size_t dispatch_bytes_out() const {
-    size_t b = 0;
-    for (int d = 0; d < g.num_ranks; d++)
-      if (d != id) b += (size_t)h_counts[d] * g.dispatch_row_bytes();
-    return b;
-  }
-  size_t return_bytes_in() const {
-    size_t b = 0;
-    for (int d = 0; d < g.num_ranks; d++)
-      if (d != id) b += (size_t)h_counts[d] * g.return_row_bytes();
-    return b;
-  }
+  size_t dispatch_bytes_out() const { return (size_t)sent_to_others() * g.dispatch_row_bytes(); }
+  size_t return_bytes_in() const { return (size_t)sent_to_others() * g.return_row_bytes(); }
 };
+
+/* f(peer, send offset, send rows, receive offset, receive rows) for each
+ * peer of R in rank order, offsets in rows of R's send and receive buffers
+ * (destination-major and source-major, from the last step's counts). */
+template <class F>
+inline cudaError_t for_each_peer(const rank &R, F f) {
+  const int N = R.g.num_ranks;
+  size_t so = 0, ro = 0;
+  for (int p = 0; p < N; p++) {
+    const size_t sn = R.h_counts[p], rn = R.h_counts[N + p];
+    const cudaError_t e = f(p, so, sn, ro, rn);
+    if (e != cudaSuccess) return e;
+    so += sn;
+    ro += rn;
+  }
+  return cudaSuccess;
+}
 
 inline size_t send_rows_capacity(const rank &r) {
   return (size_t)r.token_capacity * (size_t)std::min(r.g.top_k, r.g.num_ranks);
@@ -402,24 +411,22 @@ step_result step(std::vector<rank> &ranks, const std::vector<rank_io> &io, trans
   EP_CHECK(-1, tr.group_begin());
   for (int r = 0; r < N; r++) {
     rank &R = ranks[r];
-    const geometry &g = R.g;
-    const size_t H = g.hidden, sc = g.scale_cols(), K = g.top_k;
-    size_t so = 0, ro = 0;
-    for (int p = 0; p < N; p++) {
-      const size_t sn = R.h_counts[p], rn = R.h_counts[N + p];
-      if (sn) {
-        EP_CHECK(r, tr.send(r, p, R.send_x + so * H, sn * H));
-        EP_CHECK(r, tr.send(r, p, R.send_xs + so * sc, sn * sc * 4));
-        EP_CHECK(r, tr.send(r, p, R.send_topk + so * K, sn * K * 4));
+    /* the three parts of a dispatched row: send buffer, receive buffer, bytes per row */
+    const struct {
+      const void *send;
+      void *recv;
+      size_t row_bytes;
+    } parts[3] = {{R.send_x, R.recv_x, (size_t)R.g.hidden},
+                  {R.send_xs, R.recv_xs_rows, 4u * R.g.scale_cols()},
+                  {R.send_topk, R.recv_topk, 4u * R.g.top_k}};
+    EP_CHECK(r, for_each_peer(R, [&](int p, size_t so, size_t sn, size_t ro, size_t rn) -> cudaError_t {
+      for (const auto &q : parts) {
+        cudaError_t e = sn ? tr.send(r, p, (const uint8_t *)q.send + so * q.row_bytes, sn * q.row_bytes) : cudaSuccess;
+        if (e == cudaSuccess && rn) e = tr.recv(r, p, (uint8_t *)q.recv + ro * q.row_bytes, rn * q.row_bytes);
+        if (e != cudaSuccess) return e;
       }
-      if (rn) {
-        EP_CHECK(r, tr.recv(r, p, R.recv_x + ro * H, rn * H));
-        EP_CHECK(r, tr.recv(r, p, R.recv_xs_rows + ro * sc, rn * sc * 4));
-        EP_CHECK(r, tr.recv(r, p, R.recv_topk + ro * K, rn * K * 4));
-      }
-      so += sn;
-      ro += rn;
-    }
+      return cudaSuccess;
+    }));
   }
   EP_CHECK(-1, tr.group_end());
 
@@ -458,14 +465,12 @@ step_result step(std::vector<rank> &ranks, const std::vector<rank_io> &io, trans
   for (int r = 0; r < N; r++) {
     rank &R = ranks[r];
     const size_t H = R.g.hidden;
-    size_t so = 0, ro = 0;
-    for (int p = 0; p < N; p++) {
-      const size_t sn = R.h_counts[p], rn = R.h_counts[N + p];
-      if (rn) EP_CHECK(r, tr.send(r, p, R.recv_out + ro * H, rn * H * 2));
-      if (sn) EP_CHECK(r, tr.recv(r, p, R.back + so * H, sn * H * 2));
-      so += sn;
-      ro += rn;
-    }
+    EP_CHECK(r, for_each_peer(R, [&](int p, size_t so, size_t sn, size_t ro, size_t rn) -> cudaError_t {
+      cudaError_t e = cudaSuccess;
+      if (rn) e = tr.send(r, p, R.recv_out + ro * H, rn * H * 2);
+      if (sn && e == cudaSuccess) e = tr.recv(r, p, R.back + so * H, sn * H * 2);
+      return e;
+    }));
   }
   EP_CHECK(-1, tr.group_end());
 

@@ -142,32 +142,10 @@ int main(int argc, char **argv) {
     R.args.output = R.partial;
   }
 
-  float single_ms;
-  {
-    Rank &R = ranks[0];
-    CUDA_CHECK(cudaSetDevice(0));
-    weights full = make_weights(0, E, seed, R.stream);
-    fp8moe_args a = R.args;
-    a.local_expert_offset = 0;
-    a.local_num_experts = E;
-    a.w1 = full.w1;
-    a.w1_scale = full.w1s;
-    a.w2 = full.w2;
-    a.w2_scale = full.w2s;
-    std::vector<float> ms;
-    for (int it = 0; it < 25; it++) {
-      CUDA_CHECK(cudaEventRecord(R.ev[0], R.stream));
-      MOE_CHECK(dsv3_run_routed(&a, R.ws, R.ws_bytes, R.stream));
-      CUDA_CHECK(cudaEventRecord(R.ev[1], R.stream));
-      CUDA_CHECK(cudaEventSynchronize(R.ev[1]));
-      float m;
-      CUDA_CHECK(cudaEventElapsedTime(&m, R.ev[0], R.ev[1]));
-      if (it >= 5) ms.push_back(m);
-    }
-    single_ms = median(ms);
-    CUDA_CHECK(cudaMemcpy(ref.data(), R.partial, n_out * 2, cudaMemcpyDeviceToHost));
-    free_weights(full); /* GPU 0 needs the room for its shard */
-  }
+  CUDA_CHECK(cudaSetDevice(0));
+  const float single_ms =
+      whole_layer_reference(ranks[0].args, dsv3_run_routed, ranks[0].ws, ranks[0].ws_bytes, seed, ranks[0].stream,
+                            20, ref.data());
   double ref_norm = 0;
   for (uint16_t v : ref) ref_norm += (double)fp8moe_bf16_to_float(v) * fp8moe_bf16_to_float(v);
   if (!(ref_norm > 0) || !isfinite(ref_norm)) {

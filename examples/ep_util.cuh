@@ -148,6 +148,41 @@ static float median(std::vector<float> v) {
   return v.empty() ? 0.0f : v[v.size() / 2];
 }
 
+typedef fp8moe_status (*run_routed_fn)(const fp8moe_args *, void *, size_t, fp8moe_stream);
+
+/* The reference: the whole layer (all E experts) on the current GPU for the
+ * tokens of `a` (inputs, output set). Makes the full weights, runs 5 + timed
+ * times on `ws`, copies the output to `out_host` and frees the weights (the
+ * GPU needs the room for its shard); returns the median time in ms. */
+static float whole_layer_reference(fp8moe_args a, run_routed_fn run, void *ws, size_t ws_bytes, uint64_t seed,
+                                   cudaStream_t s, int timed, uint16_t *out_host) {
+  weights full = make_weights(0, E, seed, s);
+  a.local_expert_offset = 0;
+  a.local_num_experts = E;
+  a.w1 = full.w1;
+  a.w1_scale = full.w1s;
+  a.w2 = full.w2;
+  a.w2_scale = full.w2s;
+  cudaEvent_t e0, e1;
+  CUDA_CHECK(cudaEventCreate(&e0));
+  CUDA_CHECK(cudaEventCreate(&e1));
+  std::vector<float> ms;
+  for (int it = 0; it < 5 + timed; it++) {
+    CUDA_CHECK(cudaEventRecord(e0, s));
+    MOE_CHECK(run(&a, ws, ws_bytes, s));
+    CUDA_CHECK(cudaEventRecord(e1, s));
+    CUDA_CHECK(cudaEventSynchronize(e1));
+    float m;
+    CUDA_CHECK(cudaEventElapsedTime(&m, e0, e1));
+    if (it >= 5) ms.push_back(m);
+  }
+  CUDA_CHECK(cudaMemcpy(out_host, a.output, (size_t)a.num_tokens * H * 2, cudaMemcpyDeviceToHost));
+  free_weights(full);
+  CUDA_CHECK(cudaEventDestroy(e0));
+  CUDA_CHECK(cudaEventDestroy(e1));
+  return median(ms);
+}
+
 /* Relative L2 error of bf16 got against bf16 ref; counts non-finite values of got. */
 static double rel_l2(const uint16_t *got, const uint16_t *ref, size_t n, int *nonfinite) {
   double num = 0, den = 0;

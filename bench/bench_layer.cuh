@@ -343,13 +343,14 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
   }
   uint8_t *d_x;
   float *d_xs, *d_logits, *d_bias;
-  int32_t *d_packed, *d_packed_one, *d_packed_skew;
+  int32_t *d_packed, *d_packed_one, *d_packed_skew, *d_replay_ids;
+  float *d_replay_w;
   uint16_t *d_out, *d_out_peer;
   uint8_t *d_ws;
   if (B.alloc(&d_x, (size_t)maxT * H) || B.alloc(&d_xs, (size_t)HB * maxT) || B.alloc(&d_logits, (size_t)maxT * E) ||
       B.alloc(&d_bias, (size_t)E) || B.alloc(&d_packed, maxRows) || B.alloc(&d_out, (size_t)maxT * H) ||
       B.alloc(&d_out_peer, (size_t)maxT * H) || B.alloc(&d_ws, ws_alloc) || B.alloc(&d_packed_one, maxRows) ||
-      B.alloc(&d_packed_skew, maxRows))
+      B.alloc(&d_packed_skew, maxRows) || B.alloc(&d_replay_ids, maxRows) || B.alloc(&d_replay_w, maxRows))
     return -1;
   if (opt.features) {
     /* the one-expert call: slot 0 of every token on local expert 0 with weight 1, the other slots on
@@ -454,16 +455,29 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
     row.config = cfg.name;
     row.T = T;
     if (timed("nonrouted", [&](int k) { return fp8moe_call(0, k); }, &med, &reps)) return -1;
-    /* the output of weight set 0, and the device routing's expert counts */
-    if (fp8moe_call(0, 0)) return -1;
-    const fp8moe_workspace_layout L = fp8moe_workspace_layout_for(T, E, K, H, I);
-    std::vector<int> dev_off(E_loc + 1);
+    /* the output of weight set 0, and the device routing's choice (the replay outputs) */
+    {
+      fp8moe_args x = a;
+      x.enable_pdl = opt.pdl;
+      use_set(x, 0);
+      x.topk_ids_out = d_replay_ids;
+      x.topk_weights_out = d_replay_w;
+      fp8moe_status st = api.run(&x, d_ws, ws_bytes, s);
+      if (st != FP8MOE_OK) {
+        fprintf(stderr, "%s fp8moe: %s\n", tag, fp8moe_status_string(st));
+        return -1;
+      }
+    }
+    std::vector<int32_t> dev_ids((size_t)T * K);
     h_ref.resize(outn);
     BENCH_CUDA(cudaMemcpyAsync(h_ref.data(), d_out, outn * 2, cudaMemcpyDeviceToHost, s));
-    BENCH_CUDA(cudaMemcpyAsync(dev_off.data(), d_ws + L.expert_offset, (E_loc + 1) * 4, cudaMemcpyDeviceToHost, s));
+    BENCH_CUDA(cudaMemcpyAsync(dev_ids.data(), d_replay_ids, dev_ids.size() * 4, cudaMemcpyDeviceToHost, s));
     BENCH_CUDA(cudaStreamSynchronize(s));
+    std::vector<int> dev_count(E_loc, 0);
+    for (int32_t id : dev_ids)
+      if (id - cfg.local_offset >= 0 && id - cfg.local_offset < E_loc) dev_count[id - cfg.local_offset]++;
     int differ = 0;
-    for (int e = 0; e < E_loc; e++) differ += dev_off[e + 1] - dev_off[e] != p.count[e];
+    for (int e = 0; e < E_loc; e++) differ += dev_count[e] != p.count[e];
     char note[256];
     snprintf(note, sizeof note, "reps=%d sets=%d; %lld local slots on %d experts (max %d)%s", reps, p.sets, p.slots,
              p.active, p.max_count,
@@ -578,6 +592,13 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
     /* ---- cuBLASLt peer ---- */
     if (!opt.peer) continue;
     row.mode = "cublaslt-peer";
+    /* the rows per expert of the device routing, from fp8moe's front, which the peer runs */
+    const fp8moe_workspace_layout L = fp8moe_workspace_layout_for(T, E, K, H, I);
+    std::vector<int> dev_off(E_loc + 1);
+    if (fp8moe::detail::moe_front<E, K, H>(&a, reinterpret_cast<char *>(d_ws), L, s, 0, false) != FP8MOE_OK)
+      return -1;
+    BENCH_CUDA(cudaMemcpyAsync(dev_off.data(), d_ws + L.expert_offset, (E_loc + 1) * 4, cudaMemcpyDeviceToHost, s));
+    BENCH_CUDA(cudaStreamSynchronize(s));
     const int total_rows = dev_off[E_loc];
     std::vector<int> sb1(E_loc), sb2(E_loc), act_e;
     for (int e = 0; e < E_loc; e++)

@@ -155,7 +155,7 @@ Test(features, swiglu_alpha_beta_limit) {
   }
   float *d_alpha = dev_upload(alpha.data(), E), *d_beta = dev_upload(beta.data(), E),
         *d_limit = dev_upload(limit.data(), E);
-  static const int ts[] = {1, 37, 300};
+  static const int ts[] = {1, 8, 37, 300};
   for (int i = 0; i < 3; i++) {
     if (fp8moe_test_skip_tokens(ts[i], "swiglu variant")) continue;
     problem p;
@@ -251,7 +251,7 @@ Test(features, shared_experts_and_ep_shards) {
   const int E = in.c.num_experts, H = in.c.hidden;
   weights w;
   make_weights(&w, in.c, E, &rng);
-  static const int ts[] = {0, 1, 29, 300};
+  static const int ts[] = {0, 1, 5, 29, 300};
   for (int S = 1; S <= 2; S++) {
     shared_weights sh;
     make_shared(&sh, in.c, S, &rng);

@@ -1,9 +1,11 @@
 /* tests/gpu_test_moe.cu - the whole layer on the GPU against the CPU reference.
  *
- * Every SPEC section 7 configuration at T in {0, 1, 7, 128, 1000} (DeepSeek-V3
- * also at 4096), the EP shard, all tokens on one expert, experts with no
- * tokens, packed / unpacked / non-routed agreement, determinism, CUDA-graph
- * replay on new data, and out-of-range routed ids. Fresh random data every
+ * Every SPEC section 7 configuration at T in {0, 1, 7, 13, 128, 1000}
+ * (DeepSeek-V3 also at 4096), the EP shard, all tokens on one expert, experts
+ * with no tokens, packed / unpacked / non-routed agreement, determinism,
+ * CUDA-graph replay on new data, and out-of-range routed ids; the last four
+ * both at a small T (the small-T layer, detail/small.cuh, where the build has
+ * it) and at a larger one (the general pipeline). Fresh random data every
  * run (seed printed; FP8MOE_SEED=... reproduces). Outputs are poisoned before
  * each run and checked to be fully written. The reference runs on a random
  * sample of tokens (all of them when T <= 96), in parallel with OpenMP.
@@ -33,16 +35,16 @@ static const instance MIXTRAL = {"Mixtral", {8, 2, 4096, 14336}, mixtral_workspa
 
 TestSuite(moe, .init = fp8moe_test_require_gpu, .timeout = 900);
 
-static const int TS[] = {0, 1, 7, 128, 1000};
+static const int TS[] = {0, 1, 7, 13, 128, 1000};
 
 Test(moe, deepseek_v3) {
-  static const int ts[] = {0, 1, 7, 128, 1000, 4096};
-  config_sweep(DSV3, ts, 6);
+  static const int ts[] = {0, 1, 7, 13, 128, 1000, 4096};
+  config_sweep(DSV3, ts, 7);
 }
-Test(moe, kimi_k2) { config_sweep(KIMI, TS, 5); }
-Test(moe, qwen3_235b) { config_sweep(QWEN235, TS, 5); }
-Test(moe, qwen3_30b) { config_sweep(QWEN30, TS, 5); }
-Test(moe, mixtral) { config_sweep(MIXTRAL, TS, 5); }
+Test(moe, kimi_k2) { config_sweep(KIMI, TS, 6); }
+Test(moe, qwen3_235b) { config_sweep(QWEN235, TS, 6); }
+Test(moe, qwen3_30b) { config_sweep(QWEN30, TS, 6); }
+Test(moe, mixtral) { config_sweep(MIXTRAL, TS, 6); }
 
 /* EP shard: 256 global experts, 32 local at offset 64; routing over all 256,
  * so most slots are not local and some tokens have no local slot at all. */
@@ -51,8 +53,8 @@ Test(moe, ep_shard) {
   fp8moe_rng rng = {seed_and_log("ep_shard")};
   weights w;
   make_weights(&w, in.c, 32, &rng);
-  static const int ts[] = {1, 7, 128, 1000};
-  for (int i = 0; i < 4; i++) {
+  static const int ts[] = {1, 8, 16, 128, 1000};
+  for (int i = 0; i < 5; i++) {
     if (fp8moe_test_skip_tokens(ts[i], "ep_shard")) continue;
     problem p;
     make_problem(&p, in, ts[i], &rng);
@@ -77,13 +79,14 @@ Test(moe, ep_shard) {
 
 /* All tokens on the same K experts (one expert gets every token), and most
  * experts with no tokens at all. */
-Test(moe, skewed_routing) {
+static void skewed_routing(int T) {
+  if (fp8moe_test_skip_tokens(T, "skewed_routing")) return;
   const instance &in = QWEN30;
   fp8moe_rng rng = {seed_and_log("skewed_routing")};
   weights w;
   make_weights(&w, in.c, in.c.num_experts, &rng);
   problem p;
-  make_problem(&p, in, 1000, &rng);
+  make_problem(&p, in, T, &rng);
   std::vector<int32_t> ids;
   std::vector<float> wts;
   random_topk(&rng, p.T, in.c.top_k, 0, in.c.num_experts, ids, wts);
@@ -110,15 +113,21 @@ Test(moe, skewed_routing) {
   free_weights(&w);
 }
 
+Test(moe, skewed_routing) {
+  skewed_routing(8);
+  skewed_routing(1000);
+}
+
 /* The GPU router's own output, fed back as routed input in every form, gives
  * bit-identical output; and two runs of the same input are bit-identical. */
-Test(moe, forms_agree_and_deterministic) {
+static void forms_agree(int T) {
+  if (fp8moe_test_skip_tokens(T, "forms_agree")) return;
   const instance &in = DSV3;
   fp8moe_rng rng = {seed_and_log("forms_agree")};
   weights w;
   make_weights(&w, in.c, in.c.num_experts, &rng);
   problem p;
-  make_problem(&p, in, 333, &rng);
+  make_problem(&p, in, T, &rng);
   /* the GPU routing of these logits */
   fp8moe::detail::routing_params rp;
   rp.logits = p.logits;
@@ -159,18 +168,22 @@ Test(moe, forms_agree_and_deterministic) {
   free_weights(&w);
 }
 
+Test(moe, forms_agree_and_deterministic) {
+  forms_agree(8);
+  forms_agree(333);
+}
+
 /* Capture name_run_routed in a CUDA graph, with programmatic dependent launch
  * (its edges are captured as programmatic ones), then replay it on new data
  * copied into the same buffers. */
-Test(moe, cuda_graph_replay) {
+static void graph_replay(int T) {
+  if (fp8moe_test_skip_tokens(T, "cuda_graph_replay")) return;
   const instance &in = QWEN235;
   fp8moe_rng rng = {seed_and_log("cuda_graph")};
   weights w;
   make_weights(&w, in.c, in.c.num_experts, &rng);
   problem p;
-  /* T*K = 4800 rows over 128 experts: on Hopper the TMA + wgmma GEMMs run,
-   * so their tensor maps (kernel parameters) are captured too */
-  make_problem(&p, in, 600, &rng);
+  make_problem(&p, in, T, &rng);
   std::vector<int32_t> ids;
   std::vector<float> wts;
   random_topk(&rng, p.T, in.c.top_k, 0, in.c.num_experts, ids, wts);
@@ -208,14 +221,23 @@ Test(moe, cuda_graph_replay) {
   free_weights(&w);
 }
 
+/* T = 5: the small-T layer's cooperative kernel; T = 600,
+ * T*K = 4800 rows over 128 experts: on Hopper the TMA + wgmma GEMMs run, so
+ * their tensor maps (kernel parameters) are captured too. */
+Test(moe, cuda_graph_replay) {
+  graph_replay(5);
+  graph_replay(600);
+}
+
 /* Out-of-range routed ids: no fault, no contribution, counted. */
-Test(moe, invalid_routed_ids) {
+static void invalid_routed_ids(int T) {
+  if (fp8moe_test_skip_tokens(T, "invalid_routed_ids")) return;
   const instance &in = QWEN30;
   fp8moe_rng rng = {seed_and_log("invalid_ids")};
   weights w;
   make_weights(&w, in.c, in.c.num_experts, &rng);
   problem p;
-  make_problem(&p, in, 100, &rng);
+  make_problem(&p, in, T, &rng);
   std::vector<int32_t> ids;
   std::vector<float> wts;
   random_topk(&rng, p.T, in.c.top_k, 0, in.c.num_experts, ids, wts);
@@ -248,4 +270,9 @@ Test(moe, invalid_routed_ids) {
   check_against_reference(&p, in, &w, 0, out, pids, wts, &rng, "invalid ids (packed)");
   free_problem(&p);
   free_weights(&w);
+}
+
+Test(moe, invalid_routed_ids) {
+  invalid_routed_ids(6);
+  invalid_routed_ids(100);
 }

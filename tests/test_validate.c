@@ -626,6 +626,12 @@ static int regions_of(const fp8moe_workspace_layout *L, int T, int S, const fp8m
   r[n++] = (region){"x_perm_scale", L->x_perm_scale, (H / 128) * ld * 4};
   r[n++] = (region){"act", L->act, rows * I};
   r[n++] = (region){"act_scale", L->act_scale, (I / 128) * ld * 4};
+  {
+    /* the small-T layer's partial sums: (K + S) * 8 rows */
+    size_t prow = T == 0 || FP8MOE_SMALL_MAX_TOKENS == 0 ? 0 : (size_t)(c->top_k + S) * 8;
+    cr_assert_eq(L->small_rows, prow, "T %d: small_rows %zu, expected %zu", T, L->small_rows, prow);
+    r[n++] = (region){"small_part", L->small_part, prow * (2 * I > H ? 2 * I : H) * 4};
+  }
   r[n++] = (region){"y", L->y, rows * H * 2}; /* last: shares x_perm's region */
   return n;
 }
@@ -704,7 +710,9 @@ static u128 need_u128_shared(const fp8moe_config *c, long long T, int S) {
        I = (u128)c->intermediate, E = (u128)c->num_experts;
   u128 ld = (rows + 3) / 4 * 4;
   u128 x = rows * H + (H / 128) * ld * 4, y = rows * H * 2;
-  return 3 * slots * 4 + E * 4 + (E + 1 + (u128)S) * 4 + (x > y ? x : y) + rows * I + (I / 128) * ld * 4;
+  /* the small-T layer's partial sums: (K + S) * 8 rows of max(2I, H) floats */
+  u128 part = T > 0 && FP8MOE_SMALL_MAX_TOKENS > 0 ? (u128)(c->top_k + S) * 8 * (2 * I > H ? 2 * I : H) * 4 : 0;
+  return 3 * slots * 4 + E * 4 + (E + 1 + (u128)S) * 4 + (x > y ? x : y) + rows * I + (I / 128) * ld * 4 + part;
 }
 
 static u128 need_u128(const fp8moe_config *c, long long T) { return need_u128_shared(c, T, 0); }
@@ -716,8 +724,9 @@ Test(workspace, large_T_no_overflow) {
    *   x_perm 57,344,000,000 + x_perm_scale 56 * 8e6 * 4 = 1,792,000,000
    *   y 114,688,000,000 (larger: the shared region)
    *   act 16,384,000,000, act_scale 16 * 8e6 * 4 = 512,000,000
-   *   total 131,680,002,304 bytes */
-  cr_assert_eq(ws_total(&dsv3, 1000000), (size_t)131680002304ull);
+   *   small_part 8 * 8 rows * 7168 * 4 = 1,835,008
+   *   total 131,681,837,312 bytes */
+  cr_assert_eq(ws_total(&dsv3, 1000000), (size_t)131681837312ull);
 
   /* INT_MAX: T*K overflows an int; name_workspace_size(max_tokens) takes any int */
   static const int Ts[] = {1000000, 1 << 24, INT_MAX / 8, INT_MAX / 8 + 1, INT_MAX};

@@ -49,9 +49,52 @@
 #include "detail/quantize.cuh"
 #include "detail/permute.cuh"
 #include "detail/combine.cuh"
+#include "detail/small.cuh"
 
 namespace fp8moe {
 namespace detail {
+
+/* The routing kernel: the router logits -> global ids and fp32 weights in
+ * the slot buffers (and the replay outputs, if asked). */
+template <int E, int K>
+static fp8moe_status route(const fp8moe_args *a, char *ws, const fp8moe_workspace_layout &L, cudaStream_t s) {
+  routing_params rp;
+  rp.logits = a->routing_logits;
+  rp.logits_dtype = a->logits_dtype;
+  rp.bias = a->routing_bias;
+  rp.bias_dtype = a->bias_dtype;
+  rp.method = a->routing_method;
+  rp.n_group = a->n_group;
+  rp.topk_group = a->topk_group;
+  rp.routed_scaling_factor = a->routed_scaling_factor;
+  rp.num_tokens = a->num_tokens;
+  rp.ids_out = reinterpret_cast<int *>(ws + L.slot_expert);
+  rp.weights_out = reinterpret_cast<float *>(ws + L.slot_weight);
+  rp.replay_ids = a->topk_ids_out;
+  rp.replay_weights = a->topk_weights_out;
+  return routing_launch<E, K>(rp, s);
+}
+
+/* Where a run reads its top-k: the caller's routed input, or (non-routed)
+ * global ids and fp32 weights the routing kernel writes, whose buffers the
+ * caller fills in (the router only produces valid ids: nothing to count). */
+template <int K>
+static decode_params topk_source(const fp8moe_args *a, int routed) {
+  decode_params dp;
+  dp.num_slots = a->num_tokens * K;
+  dp.local_expert_offset = a->local_expert_offset;
+  dp.local_num_experts = a->local_num_experts;
+  if (routed) {
+    dp.packed = a->topk_packed;
+    dp.ids = a->topk_ids;
+    dp.weights = a->topk_weights;
+    dp.weights_dtype = a->topk_weights_dtype;
+    dp.invalid_id_count = a->invalid_id_count;
+  } else {
+    dp.weights_dtype = FP8MOE_DTYPE_FP32;
+  }
+  return dp;
+}
 
 /* The front half of a run: the counts zeroed, routing (non-routed), decode,
  * scan and permutation. Afterwards the workspace (laid out as L) holds
@@ -72,42 +115,16 @@ static fp8moe_status moe_front(const fp8moe_args *a, char *ws, const fp8moe_work
 
   FP8MOE__CHECK_CUDA(cudaMemsetAsync(expert_count, 0, sizeof(int) * (size_t)E_loc, s));
 
-  decode_params dp;
-  dp.num_slots = T * K;
-  dp.local_expert_offset = a->local_expert_offset;
-  dp.local_num_experts = E_loc;
+  decode_params dp = topk_source<K>(a, routed);
   dp.slot_expert = slot_expert;
   dp.slot_weight = slot_weight;
   dp.expert_count = expert_count;
-  dp.invalid_id_count = a->invalid_id_count;
-  if (routed) {
-    dp.packed = a->topk_packed;
-    dp.ids = a->topk_ids;
-    dp.weights = a->topk_weights;
-    dp.weights_dtype = a->topk_weights_dtype;
-  } else {
+  if (!routed) {
     /* route into the slot buffers as global ids + fp32 weights (and the
      * replay outputs, if asked), then decode them in place */
-    routing_params rp;
-    rp.logits = a->routing_logits;
-    rp.logits_dtype = a->logits_dtype;
-    rp.bias = a->routing_bias;
-    rp.bias_dtype = a->bias_dtype;
-    rp.method = a->routing_method;
-    rp.n_group = a->n_group;
-    rp.topk_group = a->topk_group;
-    rp.routed_scaling_factor = a->routed_scaling_factor;
-    rp.num_tokens = T;
-    rp.ids_out = slot_expert;
-    rp.weights_out = slot_weight;
-    rp.replay_ids = a->topk_ids_out;
-    rp.replay_weights = a->topk_weights_out;
-    if ((st = routing_launch<E, K>(rp, s)) != FP8MOE_OK) return st;
-    dp.packed = NULL;
+    if ((st = route<E, K>(a, ws, L, s)) != FP8MOE_OK) return st;
     dp.ids = slot_expert;
     dp.weights = slot_weight;
-    dp.weights_dtype = FP8MOE_DTYPE_FP32;
-    dp.invalid_id_count = NULL; /* the router only produces valid ids */
   }
   /* the first kernel of a run (decode when routed) is never launched with PDL */
   if ((st = decode_topk_launch<E>(dp, s, pdl && !routed)) != FP8MOE_OK) return st;
@@ -127,6 +144,42 @@ static fp8moe_status moe_front(const fp8moe_args *a, char *ws, const fp8moe_work
   pp.x_perm_scale = reinterpret_cast<float *>(ws + L.x_perm_scale);
   pp.scale_ld = (long long)L.scale_ld;
   return permute_rows_launch<K, H>(pp, s, pdl);
+}
+
+/* The layer for T <= FP8MOE_SMALL_MAX_TOKENS (detail/small.cuh): the
+ * routing kernel (non-routed) and one cooperative kernel. */
+template <int E, int K, int H, int I>
+static fp8moe_status small_run(const fp8moe_args *a, char *ws, const fp8moe_workspace_layout &L, cudaStream_t s,
+                               int routed, const device_info &dev, bool pdl) {
+  small_params sp;
+  sp.top = topk_source<K>(a, routed);
+  if (!routed) {
+    fp8moe_status st = route<E, K>(a, ws, L, s);
+    if (st != FP8MOE_OK) return st;
+    sp.top.ids = reinterpret_cast<const int32_t *>(ws + L.slot_expert);
+    sp.top.weights = ws + L.slot_weight;
+  }
+  sp.num_tokens = a->num_tokens;
+  sp.num_shared = a->num_shared_experts;
+  sp.x = static_cast<const uint8_t *>(a->hidden_states);
+  sp.x_scale = a->hidden_states_scale;
+  sp.w1 = static_cast<const uint8_t *>(a->w1);
+  sp.w1_scale = a->w1_scale;
+  sp.w2 = static_cast<const uint8_t *>(a->w2);
+  sp.w2_scale = a->w2_scale;
+  sp.shared_w1 = static_cast<const uint8_t *>(a->shared_w1);
+  sp.shared_w1_scale = a->shared_w1_scale;
+  sp.shared_w2 = static_cast<const uint8_t *>(a->shared_w2);
+  sp.shared_w2_scale = a->shared_w2_scale;
+  sp.swiglu_alpha = a->swiglu_alpha;
+  sp.swiglu_beta = a->swiglu_beta;
+  sp.swiglu_limit = a->swiglu_limit;
+  sp.part = reinterpret_cast<float *>(ws + L.small_part);
+  sp.part_rows = (int)L.small_rows;
+  sp.act = reinterpret_cast<uint8_t *>(ws + L.act);
+  sp.act_scale = reinterpret_cast<float *>(ws + L.act_scale);
+  sp.out = static_cast<uint16_t *>(a->output);
+  return small_launch<E, K, H, I>(sp, s, dev, pdl && !routed, pdl);
 }
 
 template <int E, int K, int H, int I>
@@ -155,6 +208,8 @@ static fp8moe_status moe_run(const fp8moe_args *a, void *workspace, size_t works
   const int T = a->num_tokens, S = a->num_shared_experts;
   const fp8moe_workspace_layout L = fp8moe_workspace_layout_shared(T, E, K, H, I, S);
   char *ws = static_cast<char *>(workspace);
+  if (FP8MOE_SMALL_MAX_TOKENS > 0 && T <= FP8MOE_SMALL_MAX_TOKENS && !a->batch_invariant)
+    return small_run<E, K, H, I>(a, ws, L, s, routed, dev, pdl);
   if ((st = moe_front<E, K, H>(a, ws, L, s, routed, pdl)) != FP8MOE_OK) return st;
 
   /* the shared experts are extra groups of both GEMMs, after the local ones */

@@ -3,8 +3,8 @@
  * Each is a macro you may define before including any fp8moe header (or on
  * the compiler's command line, -DFP8MOE_MMA_MAX_STAGES=3); each comment says
  * what the knob trades. One naming scheme: FP8MOE_<part>_<knob>, the part
- * being SM90 (the Hopper wgmma GEMM), MMA (the portable mma.sync GEMM) or
- * ROUTING. None of them changes the result of the Hopper or the portable
+ * being SM90 (the Hopper wgmma GEMM), MMA (the portable mma.sync GEMM),
+ * SMALL (the small-T layer) or ROUTING. None of them changes the result of the Hopper or the portable
  * GEMM for a given row: they change tile sizes, pipeline depths and which
  * path runs, and the two paths round differently (docs/design.md).
  * docs/performance.md has the measurements behind the defaults.
@@ -46,6 +46,44 @@
  * 4.7M) do not gain. 0 turns the rule off. */
 #ifndef FP8MOE_SM90_DECODE_MIN_EXPERT_WEIGHTS
 #define FP8MOE_SM90_DECODE_MIN_EXPERT_WEIGHTS (32LL << 20)
+#endif
+
+/* ---- the small-T layer (detail/small.cuh) --------------------------------- */
+
+/* Largest T (0..8) that runs the layer as one cooperative kernel (after
+ * the routing kernel, non-routed) instead of the general pipeline of 6-7
+ * launches; batch_invariant runs never take it. Above a few tokens per
+ * expert the general path's GEMMs stream the weights as fast and the launch
+ * savings weigh less (DeepSeek-V3 T = 16 ran 2% slower on it). Costs
+ * workspace: (K + S) * 8 rows of max(2I, H) floats (workspace.h), and one
+ * kernel per instantiated shape to compile. 0 compiles the path out. */
+#ifndef FP8MOE_SMALL_MAX_TOKENS
+#define FP8MOE_SMALL_MAX_TOKENS 8
+#endif
+
+/* Warp tasks the small-T layer aims at per GEMM: with few active experts
+ * the K loop is split until about this many (list, rows, K range) tasks
+ * exist, so every SM streams weights; more tasks mean shorter streams per
+ * warp and more partial sums to add. */
+#ifndef FP8MOE_SMALL_TASKS
+#define FP8MOE_SMALL_TASKS 4096
+#endif
+
+/* K blocks in each warp's ring of the small-T layer (2..6): STAGES - 1
+ * blocks of 5 KiB per warp in flight while one is multiplied; the ring of 12
+ * warps takes 12 x STAGES x 5.5 KiB of shared memory (fewer warps where the
+ * device has less). */
+#ifndef FP8MOE_SMALL_STAGES
+#define FP8MOE_SMALL_STAGES 3
+#endif
+
+/* 1: the small-T layer is one cooperative launch (grid-wide barriers
+ * between its phases; every CTA must be resident, so a kernel on another
+ * stream that holds SMs until this one ends would deadlock it). 0: four
+ * launches of the same kernel, one per phase, PDL between them with
+ * enable_pdl: no residency requirement, a few microseconds more. */
+#ifndef FP8MOE_SMALL_COOPERATIVE
+#define FP8MOE_SMALL_COOPERATIVE 1
 #endif
 
 /* ---- the Hopper GEMM (detail/gemm/sm90_e4m3_blockscale.cuh) ------------- */

@@ -26,15 +26,21 @@
  *   act             fp8    [R, I]        SwiGLU output, requantized  GEMM1
  *   act_scale       fp32   [I/128, ld]   its scales, transposed      GEMM1
  *   y               bf16   [R, H]        GEMM2 output per row        GEMM2
+ *   small_part      fp32   [P, max(2I, H)]  partial sums of the small-T layer (detail/small.cuh)
  *
  * R = T*(K + S) rows at most; ld = R rounded up to 4 (16-byte strides for
  * TMA). y reuses the bytes of x_perm (dead once GEMM1 has run).
+ * P = (K + S) * 8 rows (0 at T = 0 or with the small-T layer compiled
+ * out): room for 8 splits of the K loop at one token, 1 at eight.
+ * The small-T layer uses act / act_scale too, [rows, I] and [rows, I/128].
  */
 #ifndef FP8MOE_WORKSPACE_H
 #define FP8MOE_WORKSPACE_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "tunables.h"
 
 /* Every buffer starts on this boundary (TMA wants 128 bytes; 256 matches
  * cudaMalloc). The workspace pointer itself must be aligned to it. */
@@ -47,6 +53,8 @@ typedef struct fp8moe_workspace_layout {
   size_t slot_expert, slot_weight, slot_row;
   size_t expert_count, expert_offset;
   size_t x_perm, x_perm_scale, act, act_scale, y;
+  size_t small_rows;    /* P: rows of small_part */
+  size_t small_part;
   size_t total;         /* bytes */
 } fp8moe_workspace_layout;
 
@@ -80,6 +88,10 @@ static inline fp8moe_workspace_layout fp8moe_workspace_layout_shared(int T, int 
   }
   FP8MOE__WS_TAKE(act, rows * in);
   FP8MOE__WS_TAKE(act_scale, (in / 128) * L.scale_ld * 4);
+  {
+    L.small_rows = t == 0 || FP8MOE_SMALL_MAX_TOKENS == 0 ? 0 : (k + sh) * 8;
+  }
+  FP8MOE__WS_TAKE(small_part, L.small_rows * (2 * in > h ? 2 * in : h) * 4);
 #undef FP8MOE__WS_TAKE
   L.total = off;
   return L;

@@ -138,12 +138,20 @@ static __device__ __forceinline__ void griddep_launch_dependents() {
 
 /* Launch `kernel` on `stream`, with programmatic stream serialization when
  * pdl is set (the caller decides: cc >= 9.0 and enable_pdl), in clusters of
- * `cluster` CTAs along x when cluster > 1 (grid.x a multiple of it). */
+ * `cluster` CTAs along x when cluster > 1 (grid.x a multiple of it), as a
+ * cooperative launch (every CTA resident, grid-wide barriers allowed) when
+ * cooperative is set. */
 template <typename... KernelArgs, typename... Args>
-static inline cudaError_t launch_kernel_clustered(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
-                                                  cudaStream_t stream, bool pdl, unsigned cluster, Args &&...args) {
-  cudaLaunchAttribute attr[2];
+static inline cudaError_t launch_kernel_ex(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
+                                           cudaStream_t stream, bool pdl, unsigned cluster, bool cooperative,
+                                           Args &&...args) {
+  cudaLaunchAttribute attr[3];
   unsigned n = 0;
+  if (cooperative) {
+    attr[n].id = cudaLaunchAttributeCooperative;
+    attr[n].val.cooperative = 1;
+    n++;
+  }
   if (pdl) {
     attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[n].val.programmaticStreamSerializationAllowed = 1;
@@ -169,7 +177,7 @@ static inline cudaError_t launch_kernel_clustered(void (*kernel)(KernelArgs...),
 template <typename... KernelArgs, typename... Args>
 static inline cudaError_t launch_kernel(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
                                         cudaStream_t stream, bool pdl, Args &&...args) {
-  return launch_kernel_clustered(kernel, grid, block, smem, stream, pdl, 1u, static_cast<Args &&>(args)...);
+  return launch_kernel_ex(kernel, grid, block, smem, stream, pdl, 1u, false, static_cast<Args &&>(args)...);
 }
 
 /* ---- conversions (device) ---- */

@@ -43,33 +43,39 @@ struct decode_params {
   int *invalid_id_count = nullptr;         /* optional */
 };
 
+/* Slot i of the routed input: its global id and weight (packed, or ids +
+ * fp32/bf16 weights), and its local expert, or -1 when the id is outside
+ * the local window; *invalid is set when the id is outside [0, E), which is
+ * then never used as an index. Both the decode kernel and the small-T
+ * layer (small.cuh) read the top-k through this. */
+template <int E>
+static __device__ __forceinline__ int decode_slot(const decode_params &p, int i, float *w, bool *invalid) {
+  int id;
+  if (p.packed) {
+    int32_t v = p.packed[i];
+    id = fp8moe_topk_id(v);
+    *w = fp8moe_topk_weight(v);
+  } else {
+    id = p.ids[i];
+    *w = p.weights_dtype == FP8MOE_DTYPE_BF16 ? bf16_bits_to_float(((const uint16_t *)p.weights)[i])
+                                              : ((const float *)p.weights)[i];
+  }
+  *invalid = id < 0 || id >= E;
+  const int l = id - p.local_expert_offset;
+  return !*invalid && l >= 0 && l < p.local_num_experts ? l : -1;
+}
+
 template <int E>
 __global__ void decode_topk_kernel(decode_params p) {
   griddep_wait(); /* non-routed: the routing kernel's slots; always: the zeroed counts */
   griddep_launch_dependents();
   int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= p.num_slots) return;
-  int id;
   float w;
-  if (p.packed) {
-    int32_t v = p.packed[i];
-    id = fp8moe_topk_id(v);
-    w = fp8moe_topk_weight(v);
-  } else {
-    id = p.ids[i];
-    w = p.weights_dtype == FP8MOE_DTYPE_BF16 ? bf16_bits_to_float(((const uint16_t *)p.weights)[i])
-                                             : ((const float *)p.weights)[i];
-  }
-  int local = -1;
-  if (id < 0 || id >= E) {
-    if (p.invalid_id_count) atomicAdd(p.invalid_id_count, 1);
-  } else {
-    int l = id - p.local_expert_offset;
-    if (l >= 0 && l < p.local_num_experts) {
-      local = l;
-      atomicAdd(&p.expert_count[l], 1);
-    }
-  }
+  bool invalid;
+  const int local = decode_slot<E>(p, i, &w, &invalid);
+  if (invalid && p.invalid_id_count) atomicAdd(p.invalid_id_count, 1);
+  if (local >= 0) atomicAdd(&p.expert_count[local], 1);
   p.slot_expert[i] = local;
   p.slot_weight[i] = w;
 }

@@ -781,8 +781,8 @@ fp8moe_status gemm_sm90_launch_config(const grouped_gemm_params &p, cudaStream_t
   const int slots = CL > 1 ? sm90_max_active_clusters<CL>(kernel, L::dynamic_bytes) : dev.sm_count;
   if (slots < 1) return FP8MOE_ERROR_UNSUPPORTED_DEVICE;
   const int grid = CL * (int)(items_bound < slots ? items_bound : slots);
-  FP8MOE__CHECK_CUDA(launch_kernel_clustered(kernel, dim3(grid), dim3(sm90_threads), L::dynamic_bytes, stream, pdl,
-                                             (unsigned)CL, map_a, map_b, map_b_extra, p, half_rows));
+  FP8MOE__CHECK_CUDA(launch_kernel_ex(kernel, dim3(grid), dim3(sm90_threads), L::dynamic_bytes, stream, pdl,
+                                      (unsigned)CL, false, map_a, map_b, map_b_extra, p, half_rows));
   return FP8MOE_OK;
 }
 

@@ -1,6 +1,7 @@
 /* fp8moe/detail/ptx/mma.cuh - one small named wrapper per PTX instruction of
  * the portable GEMM path (sm_80 and newer): cp.async copies and their
- * groups, ldmatrix, and the e4m3 tensor-core mma.sync. The Hopper path uses
+ * groups (one with an L2 prefetch hint for streamed weights), ldmatrix, and
+ * the e4m3 tensor-core mma.sync. The Hopper path uses
  * the 4-byte cp.async from here too (its scales); its own instructions are in
  * sm90.cuh.
  *
@@ -39,6 +40,16 @@ namespace ptx {
 static __device__ __forceinline__ void cp_async_16(uint32_t dst, const void *src, bool valid) {
 #if FP8MOE__HAS_CP_ASYNC
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
+               : "memory");
+#endif
+}
+
+/* The same with a 256-byte L2 prefetch hint: for streams of weights read
+ * once, where each copy of a warp covers 64 bytes of a row and the next
+ * copies the rest of its 256 bytes. */
+static __device__ __forceinline__ void cp_async_16_stream(uint32_t dst, const void *src, bool valid) {
+#if FP8MOE__HAS_CP_ASYNC
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
                : "memory");
 #endif
 }

@@ -1,0 +1,552 @@
+/* fp8moe/detail/small.cuh - the whole layer in one launch for a few tokens.
+ *
+ * At decode sizes (T <= FP8MOE_SMALL_MAX_TOKENS) the layer reads a few
+ * experts' weights once and does little else, so the launches and kernel
+ * boundaries of the general pipeline (zeroing, decode, scan, permute, two
+ * GEMMs, combine: 6-7 launches, each with its own fill and drain) are much
+ * of what separates it from the weight-streaming floor. This path runs the
+ * routed layer as one cooperative kernel (the non-routed layer runs the
+ * routing kernel before it) in four phases separated by grid-wide barriers:
+ *
+ *   0. plan (every CTA, in shared memory): decode the T*K slots
+ *      (decode_slot, as the general path), list the local experts that have
+ *      slots in order of their first slot, then the shared experts; a list
+ *      holds its rows (its slots in slot order; a shared expert: every
+ *      token). Rows are numbered list after list.
+ *   1. GEMM1: warp tasks (list, 16 activation columns, K range): the 16 "up"
+ *      and 16 "gate" weight rows times the list's token rows of x, on
+ *      mma.sync m16n8k32 with the weights as the M operand, so up to 8
+ *      tokens fill the n8 tile and no tensor-core row is spent on padding.
+ *      Where the lists are few the K loop is split across warps, so that
+ *      every SM streams weights whatever the number of active experts;
+ *      each split writes its fp32 partial sums.
+ *   2. finalize: per (row, 128 activation columns), one warp adds the
+ *      partials in split order, applies the gated activation and
+ *      requantizes the block (numeric.h's rule, as the GEMM epilogues).
+ *   3. GEMM2: warp tasks (list, 32 output columns, K range) the same way,
+ *      over the requantized rows; fp32 partials.
+ *   4. combine: per token and 8 columns, each slot's output is its partials
+ *      added in split order and rounded to bf16 (what GEMM2 stores in the
+ *      general path), then the weighted sum over the slots in slot order and
+ *      the shared experts, in fp32, rounded once: the combine kernel's rule.
+ *
+ * Streaming. A warp walks its tasks (every nwarps-th, starting at a
+ * different SM for consecutive tasks) as one stream of 128-byte K blocks:
+ * each lane copies its share of the next blocks with cp.async into its own
+ * slots of a ring of FP8MOE_SMALL_STAGES in shared memory (weights, the
+ * token rows, the four scales), so the loads run STAGES - 1 blocks ahead of
+ * the math, across task boundaries, and no lane reads another lane's data
+ * (no barrier inside a phase). A lane copies 16 contiguous bytes of a
+ * weight row per half block (bytes 16q.. and 64 + 16q.. for lane q of its
+ * quad) and hands those words to the mma as if they were the fragment's k
+ * positions; it copies its token row with the same offsets, so both
+ * operands see the same permutation of k inside the block and the dot
+ * product is unchanged. One copy instruction of a warp covers 64 contiguous
+ * bytes of each of 8 rows.
+ *
+ * Every sum runs in an order fixed by the routing and T, so the output is
+ * deterministic; it is not batch invariant (the K split follows the number
+ * of active experts), so batch_invariant runs take the general path. The
+ * fp8 weights, scales and every rounding step are the general path's; what
+ * differs is the order of the fp32 additions inside a GEMM.
+ *
+ * Launch. Cooperative (FP8MOE_SMALL_COOPERATIVE, the default): one grid of
+ * one CTA per SM, every CTA resident, so a kernel running on other streams
+ * that holds SMs until this one finishes would deadlock it (docs/api.md).
+ * With FP8MOE_SMALL_COOPERATIVE 0 the phases are four launches of the same
+ * kernel instead (with PDL between them when the run has enable_pdl).
+ * Scratch: the partial sums (workspace.h, small_part) and the general
+ * path's act buffers. No allocation, no host synchronization; both forms
+ * are captured in CUDA graphs.
+ */
+#ifndef FP8MOE_DETAIL_SMALL_CUH
+#define FP8MOE_DETAIL_SMALL_CUH
+
+#include <cooperative_groups.h>
+
+#include <atomic>
+
+#include "common.cuh"
+#include "permute.cuh"
+#include "gemm/epilogue.cuh"
+#include "gemm/params.cuh"
+#include "ptx/mma.cuh"
+
+namespace fp8moe {
+namespace detail {
+
+enum {
+  small_max_warps = 12,
+  small_max_slots = FP8MOE_SMALL_MAX_TOKENS * FP8MOE_MAX_TOP_K,
+  small_max_rows = small_max_slots + FP8MOE_MAX_SHARED_EXPERTS * FP8MOE_SMALL_MAX_TOKENS,
+  small_max_lists = small_max_slots + FP8MOE_MAX_SHARED_EXPERTS,
+  /* a lane's ring slot: 8 x 16 bytes of weights (2 tiles x rows g, g+8 x 2
+   * halves), 2 x 16 of its token row, 4 scales; stored [word][lane] so a
+   * warp's 16-byte accesses are contiguous */
+  small_slot_words = 11,
+  small_slot_bytes = small_slot_words * 32 * 16,
+};
+static_assert(FP8MOE_SMALL_MAX_TOKENS >= 0 && FP8MOE_SMALL_MAX_TOKENS <= 8,
+              "FP8MOE_SMALL_MAX_TOKENS: 0 (off) to 8 (one n8 tile of tokens per expert)");
+static_assert(small_max_slots <= 128, "the plan takes one of the first 128 threads per slot");
+static_assert(FP8MOE_SMALL_STAGES >= 2 && FP8MOE_SMALL_STAGES <= 6, "FP8MOE_SMALL_STAGES: 2..6");
+
+struct small_params {
+  decode_params top;              /* the routed input (num_slots, window, sources, invalid counter) */
+  int num_tokens = 0;
+  int num_shared = 0;
+  const uint8_t *x = nullptr;     /* [T, H] */
+  const float *x_scale = nullptr; /* [H/128, T] */
+  const uint8_t *w1 = nullptr, *w2 = nullptr;
+  const float *w1_scale = nullptr, *w2_scale = nullptr;
+  const uint8_t *shared_w1 = nullptr, *shared_w2 = nullptr;
+  const float *shared_w1_scale = nullptr, *shared_w2_scale = nullptr;
+  const float *swiglu_alpha = nullptr, *swiglu_beta = nullptr, *swiglu_limit = nullptr;
+  float *part = nullptr;          /* partial sums, part_rows rows of max(2I, H) floats */
+  int part_rows = 0;
+  uint8_t *act = nullptr;         /* [rows, I] */
+  float *act_scale = nullptr;     /* [rows, I/128] */
+  uint16_t *out = nullptr;        /* bf16 [T, H] */
+};
+
+/* The work of one run, built by every CTA in its shared memory. */
+struct small_plan {
+  int slot_local[small_max_slots];  /* local expert of slot i, or -1 */
+  float slot_weight[small_max_slots];
+  int slot_row[small_max_slots];    /* row of slot i, or -1 */
+  int slot_list[small_max_slots];   /* list of slot i (valid for a list's first slot) */
+  int list_off[small_max_lists + 1];
+  int list_expert[small_max_lists]; /* local expert, or -1 - s for shared expert s */
+  int row_token[small_max_rows];    /* the token of each row */
+  int row_list[small_max_rows];
+  int warp_sum[4];
+  int num_lists, rows;
+};
+
+/* Exclusive prefix sum over the first 128 threads of the block (the others
+ * pass 0 and get 0); *total is the sum. Called by every thread. */
+static __device__ __forceinline__ int small_scan128(int v, int *total, small_plan &pl) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  int inc = v;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int n = __shfl_up_sync(0xffffffffu, inc, o);
+    if (lane >= o) inc += n;
+  }
+  if (warp < 4 && lane == 31) pl.warp_sum[warp] = inc;
+  __syncthreads();
+  int before = 0;
+  for (int w = 0; w < warp && w < 4; w++) before += pl.warp_sum[w];
+  *total = pl.warp_sum[0] + pl.warp_sum[1] + pl.warp_sum[2] + pl.warp_sum[3];
+  return warp < 4 ? before + inc - v : 0;
+}
+
+template <int E, int K>
+static __device__ void small_build_plan(const small_params &p, small_plan &pl) {
+  const int T = p.num_tokens, TK = T * K, S = p.num_shared, tid = threadIdx.x;
+  int local = -1;
+  if (tid < TK) {
+    float w;
+    bool invalid;
+    local = decode_slot<E>(p.top, tid, &w, &invalid);
+    if (invalid && p.top.invalid_id_count && blockIdx.x == 0) atomicAdd(p.top.invalid_id_count, 1);
+    pl.slot_local[tid] = local;
+    pl.slot_weight[tid] = w;
+    pl.slot_row[tid] = -1;
+  }
+  __syncthreads();
+  /* the first slot of this slot's expert, the slots of it before this one,
+   * and (for a first slot) the expert's slot count */
+  int first = tid, rank = 0, count = 0;
+  if (local >= 0) {
+    for (int i = 0; i < TK; i++) {
+      if (pl.slot_local[i] != local) continue;
+      if (i < tid && rank++ == 0) first = i;
+      count++;
+    }
+  }
+  const bool head = local >= 0 && first == tid;
+  /* one scan gives both the list index (low 16 bits) and its first row */
+  int total;
+  const int v = small_scan128(head ? (count << 16) | 1 : 0, &total, pl);
+  const int lists = total & 0xffff, routed_rows = total >> 16;
+  if (head) {
+    const int j = v & 0xffff;
+    pl.slot_list[tid] = j;
+    pl.list_off[j] = v >> 16;
+    pl.list_expert[j] = local;
+  }
+  __syncthreads();
+  if (local >= 0) {
+    const int j = pl.slot_list[first], r = pl.list_off[j] + rank;
+    pl.slot_row[tid] = r;
+    pl.row_token[r] = tid / K;
+    pl.row_list[r] = j;
+  }
+  for (int i = tid; i < S * T; i += blockDim.x) { /* shared expert s, token t: row routed_rows + s*T + t */
+    pl.row_token[routed_rows + i] = i % T;
+    pl.row_list[routed_rows + i] = lists + i / T;
+  }
+  if (tid <= S) {
+    pl.list_off[lists + tid] = routed_rows + tid * T;
+    if (tid < S) pl.list_expert[lists + tid] = -1 - tid;
+  }
+  if (tid == 0) {
+    pl.num_lists = lists + S;
+    pl.rows = routed_rows + S * T;
+  }
+  __syncthreads();
+}
+
+/* Splits of a K loop of kb blocks over `units` (list, row tile) pairs: about
+ * FP8MOE_SMALL_TASKS warp tasks, at least 2 K blocks each, and partials that
+ * fit the workspace. Every CTA computes the same value. */
+static __device__ __forceinline__ int small_splits(int units, int kb, int rows, int part_rows) {
+  units = max(units, 1);
+  int s = (FP8MOE_SMALL_TASKS + units - 1) / units;
+  s = min(s, max(kb / 2, 1));
+  s = min(s, part_rows / max(rows, 1));
+  return max(s, 1);
+}
+
+/* What a lane needs of one warp task of a GEMM phase: two 16-row tiles of a
+ * weight matrix W ([N, KD] fp8 row-major, scales [N/128, KD/128]) times one
+ * list's rows (at most 8) of an activation matrix, K blocks [kb, kb_end).
+ * GEMM1's tiles are 16 up rows and the 16 gate rows I further; GEMM2's two
+ * adjacent tiles. */
+struct small_task {
+  int kb, kb_end;
+  const uint8_t *w[2];   /* this lane's weight row g of each tile, + 16q */
+  const float *ws[2];    /* the tiles' scale rows [KD/128] */
+  const uint8_t *a;      /* this lane's activation row (list entry g), + 16q; NULL past the list */
+  const float *as[2];    /* scales of list entries 2q, 2q+1 at kb = 0 (NULL past the list) */
+  int as_stride;         /* between K blocks */
+  float *out[2];         /* partial sums of entries 2q, 2q+1 at the tiles' row g (NULL past the list) */
+  int tile_gap;          /* rows from tile 0 to tile 1 (in out) */
+};
+
+/* Where warp task `task` of a GEMM phase sits: split s of S, row tile r of
+ * R, list j with its expert e and rows [row0, row0 + count). */
+struct small_task_pos {
+  int s, r, j, e, row0, count;
+};
+
+static __device__ __forceinline__ small_task_pos small_locate(const small_plan &pl, int task, int S, int R) {
+  small_task_pos t;
+  t.s = task % S;
+  t.r = (task / S) % R;
+  t.j = task / (S * R);
+  t.e = pl.list_expert[t.j];
+  t.row0 = pl.list_off[t.j];
+  t.count = pl.list_off[t.j + 1] - t.row0;
+  return t;
+}
+
+/* The [N, KD] weights and [N/128, KD/128] scales of a list's expert e: local
+ * expert e, or shared expert -1 - e. */
+template <int N, int KD>
+static __device__ __forceinline__ group_weights small_weights(int e, const uint8_t *w, const float *ws,
+                                                              const uint8_t *shared_w, const float *shared_ws) {
+  group_weights g;
+  g.extra = e < 0;
+  g.index = g.extra ? -1 - e : e;
+  g.b = (g.extra ? shared_w : w) + (long long)g.index * N * KD;
+  g.scale = (g.extra ? shared_ws : ws) + (long long)g.index * (N / 128) * (KD / 128);
+  return g;
+}
+
+/* Copy K block kb of task t into ring slot `slot` (this lane's words). */
+template <int KD>
+static __device__ __forceinline__ void small_issue(const small_task &t, int kb, uint32_t slot) {
+  const int lane = threadIdx.x & 31;
+  uint32_t d = slot + lane * 16;
+#pragma unroll
+  for (int m = 0; m < 2; m++)
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+#pragma unroll
+      for (int h = 0; h < 2; h++, d += 512)
+        ptx::cp_async_16_stream(d, t.w[m] + (long long)r * 8 * KD + kb * 128 + h * 64, true);
+#pragma unroll
+  for (int h = 0; h < 2; h++, d += 512) ptx::cp_async_16(d, t.a ? t.a + kb * 128 + h * 64 : t.w[0], t.a != nullptr);
+  ptx::cp_async_4(d + 0, t.ws[0] + kb, true);
+  ptx::cp_async_4(d + 4, t.ws[1] + kb, true);
+  ptx::cp_async_4(d + 8, t.as[0] ? t.as[0] + (long long)kb * t.as_stride : t.ws[0], t.as[0] != nullptr);
+  ptx::cp_async_4(d + 12, t.as[1] ? t.as[1] + (long long)kb * t.as_stride : t.ws[0], t.as[1] != nullptr);
+}
+
+/* One K block of a task from ring slot `slot`: acc[m] += the block's
+ * product, promoted with its scales as the general path does. */
+static __device__ __forceinline__ void small_mma_block(const uint4 *slot, float (&acc)[2][4]) {
+  const int lane = threadIdx.x & 31;
+  uint4 v[small_slot_words];
+#pragma unroll
+  for (int i = 0; i < small_slot_words; i++) v[i] = slot[i * 32 + lane];
+  const float sw[2] = {__uint_as_float(v[10].x), __uint_as_float(v[10].y)};
+  const float sa[2] = {__uint_as_float(v[10].z), __uint_as_float(v[10].w)};
+#pragma unroll
+  for (int m = 0; m < 2; m++) {
+    float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int st = 0; st < 4; st++) {
+      const uint4 &lo = v[m * 4 + (st >> 1)], &hi = v[m * 4 + 2 + (st >> 1)], &b = v[8 + (st >> 1)];
+      const uint32_t af[4] = {(st & 1) ? lo.z : lo.x, (st & 1) ? hi.z : hi.x, (st & 1) ? lo.w : lo.y,
+                              (st & 1) ? hi.w : hi.y};
+      ptx::mma_e4m3_16832(t, af, (st & 1) ? b.z : b.x, (st & 1) ? b.w : b.y);
+    }
+    acc[m][0] = fmaf(t[0], sa[0] * sw[m], acc[m][0]);
+    acc[m][1] = fmaf(t[1], sa[1] * sw[m], acc[m][1]);
+    acc[m][2] = fmaf(t[2], sa[0] * sw[m], acc[m][2]);
+    acc[m][3] = fmaf(t[3], sa[1] * sw[m], acc[m][3]);
+  }
+}
+
+/* A GEMM phase for this warp: tasks gw, gw + nwarps, ... < ntasks, as one
+ * stream of K blocks through the warp's ring (shared memory, STAGES slots).
+ * task_of(i) gives the lane's view of task i. */
+template <int KD, typename TaskOf>
+static __device__ __forceinline__ void small_gemm_phase(int ntasks, int gw, int nwarps, uint8_t *ring, TaskOf task_of) {
+  constexpr int STAGES = FP8MOE_SMALL_STAGES;
+  const uint32_t ring_s = smem_addr(ring);
+  /* the load cursor runs STAGES - 1 K blocks ahead of the math */
+  int lt = gw;
+  small_task ld = task_of(lt < ntasks ? lt : -1);
+  int lkb = ld.kb;
+  auto issue_next = [&](int stage) {
+    while (lt < ntasks && lkb >= ld.kb_end) {
+      lt += nwarps;
+      ld = task_of(lt < ntasks ? lt : -1);
+      lkb = ld.kb;
+    }
+    if (lt < ntasks) small_issue<KD>(ld, lkb++, ring_s + stage * small_slot_bytes);
+    ptx::cp_async_commit(); /* an empty group past the end keeps the count */
+  };
+#pragma unroll
+  for (int i = 0; i < STAGES - 1; i++) issue_next(i);
+  int stage = 0;
+  for (int ct = gw; ct < ntasks; ct += nwarps) {
+    const small_task t = task_of(ct);
+    float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+    for (int kb = t.kb; kb < t.kb_end; kb++) {
+      ptx::cp_async_wait<STAGES - 2>();
+      small_mma_block(reinterpret_cast<const uint4 *>(ring + stage * small_slot_bytes), acc);
+      /* the slot read in the previous step is free: refill it */
+      issue_next(stage == 0 ? STAGES - 1 : stage - 1);
+      stage = stage == STAGES - 1 ? 0 : stage + 1;
+    }
+    const int lane = threadIdx.x & 31, g = lane >> 2;
+#pragma unroll
+    for (int c = 0; c < 2; c++) {
+      if (!t.out[c]) continue;
+#pragma unroll
+      for (int m = 0; m < 2; m++) {
+        t.out[c][m * t.tile_gap + g] = acc[m][c];
+        t.out[c][m * t.tile_gap + g + 8] = acc[m][2 + c];
+      }
+    }
+  }
+  ptx::cp_async_wait<0>();
+}
+
+/* The combine phase: thread per (token, 8 output columns). */
+template <int K, int H>
+static __device__ __forceinline__ void small_combine(const small_params &p, const small_plan &pl, int S2, int ld) {
+  const int T = p.num_tokens, rows = pl.rows;
+  for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < T * (H / 8); idx += gridDim.x * blockDim.x) {
+    const int t = idx / (H / 8), c = (idx % (H / 8)) * 8;
+    float acc[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) acc[i] = 0.0f;
+    auto row_out = [&](int row, float (&y)[8]) { /* GEMM2's bf16 value of the row */
+#pragma unroll
+      for (int i = 0; i < 8; i++) y[i] = 0.0f;
+      for (int s = 0; s < S2; s++) {
+        const float *src = p.part + ((long long)s * rows + row) * ld + c;
+        const float4 lo = *reinterpret_cast<const float4 *>(src), hi = *reinterpret_cast<const float4 *>(src + 4);
+        y[0] += lo.x; y[1] += lo.y; y[2] += lo.z; y[3] += lo.w;
+        y[4] += hi.x; y[5] += hi.y; y[6] += hi.z; y[7] += hi.w;
+      }
+#pragma unroll
+      for (int i = 0; i < 8; i++) y[i] = bf16_bits_to_float(float_to_bf16_bits(y[i]));
+    };
+    for (int k = 0; k < K; k++) {
+      const int row = pl.slot_row[t * K + k];
+      if (row < 0) continue;
+      const float w = pl.slot_weight[t * K + k];
+      float y[8];
+      row_out(row, y);
+#pragma unroll
+      for (int i = 0; i < 8; i++) acc[i] = fmaf(w, y[i], acc[i]);
+    }
+    for (int sh = 0; sh < p.num_shared; sh++) {
+      float y[8];
+      row_out(pl.list_off[pl.num_lists - p.num_shared + sh] + t, y);
+#pragma unroll
+      for (int i = 0; i < 8; i++) acc[i] = __fadd_rn(acc[i], y[i]);
+    }
+    uint32_t o[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+      o[i] = (uint32_t)float_to_bf16_bits(acc[2 * i]) | ((uint32_t)float_to_bf16_bits(acc[2 * i + 1]) << 16);
+    *reinterpret_cast<uint4 *>(p.out + (long long)t * H + c) = make_uint4(o[0], o[1], o[2], o[3]);
+  }
+}
+
+/* Phases first_phase..last_phase (1 GEMM1, 2 finalize, 3 GEMM2, 4 combine);
+ * more than one only in a cooperative launch. */
+template <int E, int K, int H, int I>
+__global__ void __launch_bounds__(small_max_warps * 32, 1)
+    small_moe_kernel(const small_params p, int first_phase, int last_phase) {
+  __shared__ small_plan pl;
+  extern __shared__ __align__(128) uint8_t small_ring[];
+  griddep_wait(); /* the routing kernel's slots, or the previous phase's output */
+  griddep_launch_dependents();
+  small_build_plan<E, K>(p, pl);
+
+  const int T = p.num_tokens, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
+  const int warps = blockDim.x >> 5;
+  /* consecutive tasks go to different SMs first */
+  const int nwarps = gridDim.x * warps, gw = warp * gridDim.x + blockIdx.x;
+  uint8_t *ring = small_ring + warp * FP8MOE_SMALL_STAGES * small_slot_bytes;
+  const int lists = pl.num_lists, rows = pl.rows;
+  constexpr int ld = 2 * I > H ? 2 * I : H; /* partial row length */
+  const int S1 = small_splits(lists * (I / 16), H / 128, rows, p.part_rows);
+  const int S2 = small_splits(lists * (H / 32), I / 128, rows, p.part_rows);
+
+  for (int phase = first_phase; phase <= last_phase; phase++) {
+    if (phase > first_phase) cooperative_groups::this_grid().sync(); /* cooperative launch only */
+    if (phase == 1) {
+      /* GEMM1: task = (list, 16 activation columns, K range) */
+      constexpr int R = I / 16, KB = H / 128;
+      auto task_of = [&](int task) {
+        small_task t;
+        t.kb = t.kb_end = 0;
+        if (task < 0) return t;
+        const small_task_pos u = small_locate(pl, task, S1, R);
+        const int r = u.r, row0 = u.row0, count = u.count;
+        const group_weights w = small_weights<2 * I, H>(u.e, p.w1, p.w1_scale, p.shared_w1, p.shared_w1_scale);
+        t.kb = u.s * KB / S1;
+        t.kb_end = (u.s + 1) * KB / S1;
+        t.w[0] = w.b + (long long)(16 * r + g) * H + 16 * q; /* up */
+        t.w[1] = t.w[0] + (long long)I * H;                  /* gate */
+        t.ws[0] = w.scale + (16 * r / 128) * KB;
+        t.ws[1] = w.scale + ((I + 16 * r) / 128) * KB;
+        t.a = g < count ? p.x + (long long)pl.row_token[row0 + g] * H + 16 * q : nullptr;
+        t.as_stride = T;
+        t.tile_gap = I;
+        float *out = p.part + ((long long)u.s * rows + row0) * ld + 16 * r;
+#pragma unroll
+        for (int c = 0; c < 2; c++) {
+          const bool in = 2 * q + c < count;
+          t.as[c] = in ? p.x_scale + pl.row_token[row0 + 2 * q + c] : nullptr;
+          t.out[c] = in ? out + (long long)(2 * q + c) * ld : nullptr;
+        }
+        return t;
+      };
+      small_gemm_phase<H>(lists * R * S1, gw, nwarps, ring, task_of);
+    } else if (phase == 2) {
+      /* finalize: warp per (row, 128 activation columns) */
+      constexpr int NB = I / 128;
+      for (int item = gw; item < rows * NB; item += nwarps) {
+        const int row = item / NB, blk = item % NB, c = blk * 128 + 4 * lane;
+        float up[4] = {0.0f, 0.0f, 0.0f, 0.0f}, gate[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int s = 0; s < S1; s++) {
+          const float *src = p.part + ((long long)s * rows + row) * ld;
+          const float4 u = *reinterpret_cast<const float4 *>(src + c);
+          const float4 gt = *reinterpret_cast<const float4 *>(src + I + c);
+          up[0] += u.x; up[1] += u.y; up[2] += u.z; up[3] += u.w;
+          gate[0] += gt.x; gate[1] += gt.y; gate[2] += gt.z; gate[3] += gt.w;
+        }
+        const int e = pl.list_expert[pl.row_list[row]];
+        swiglu_coeffs co = {1.0f, 0.0f, INFINITY};
+        if (e >= 0) {
+          if (p.swiglu_alpha) co.alpha = p.swiglu_alpha[e];
+          if (p.swiglu_beta) co.beta = p.swiglu_beta[e];
+          if (p.swiglu_limit) co.limit = p.swiglu_limit[e];
+        }
+        const float scale = fp8moe_quant_scale(warp_max(swiglu_segment<4>(up, gate, co)));
+        const uint32_t v = (uint32_t)e4m3x2_quantize(up[0], up[1], scale) |
+                           ((uint32_t)e4m3x2_quantize(up[2], up[3], scale) << 16);
+        *reinterpret_cast<uint32_t *>(p.act + (long long)row * I + c) = v;
+        if (lane == 0) p.act_scale[(long long)row * NB + blk] = scale;
+      }
+    } else if (phase == 3) {
+      /* GEMM2: task = (list, 32 output columns, K range) */
+      constexpr int R = H / 32, KB = I / 128;
+      auto task_of = [&](int task) {
+        small_task t;
+        t.kb = t.kb_end = 0;
+        if (task < 0) return t;
+        const small_task_pos u = small_locate(pl, task, S2, R);
+        const int r = u.r, row0 = u.row0, count = u.count;
+        const group_weights w = small_weights<H, I>(u.e, p.w2, p.w2_scale, p.shared_w2, p.shared_w2_scale);
+        t.kb = u.s * KB / S2;
+        t.kb_end = (u.s + 1) * KB / S2;
+        t.w[0] = w.b + (long long)(32 * r + g) * I + 16 * q;
+        t.w[1] = t.w[0] + 16LL * I;
+        t.ws[0] = t.ws[1] = w.scale + (32 * r / 128) * KB;
+        t.a = g < count ? p.act + (long long)(row0 + g) * I + 16 * q : nullptr;
+        t.as_stride = 1;
+        t.tile_gap = 16;
+        float *out = p.part + ((long long)u.s * rows + row0) * ld + 32 * r;
+#pragma unroll
+        for (int c = 0; c < 2; c++) {
+          const bool in = 2 * q + c < count;
+          t.as[c] = in ? p.act_scale + (long long)(row0 + 2 * q + c) * KB : nullptr;
+          t.out[c] = in ? out + (long long)(2 * q + c) * ld : nullptr;
+        }
+        return t;
+      };
+      small_gemm_phase<I>(lists * R * S2, gw, nwarps, ring, task_of);
+    } else {
+      small_combine<K, H>(p, pl, S2, ld);
+    }
+  }
+}
+
+/* Warps per CTA: as many as the device's shared memory holds rings for, up
+ * to small_max_warps; at least 4 (the plan's 128 threads). */
+static inline int small_warps_for(const device_info &dev) {
+  const int avail = dev.max_smem_optin - (int)sizeof(small_plan) - 1024;
+  int w = avail / (FP8MOE_SMALL_STAGES * small_slot_bytes);
+  return w > small_max_warps ? small_max_warps : w;
+}
+
+/* The layer for p.num_tokens in [1, FP8MOE_SMALL_MAX_TOKENS]; pdl_first: the
+ * first launch may overlap the routing kernel before it (split launches
+ * only), pdl: the later launches. */
+template <int E, int K, int H, int I>
+static fp8moe_status small_launch(const small_params &p, cudaStream_t s, const device_info &dev, bool pdl_first,
+                                  bool pdl) {
+  static_assert(H % 128 == 0 && I % 128 == 0, "128-multiples");
+  auto kernel = small_moe_kernel<E, K, H, I>;
+  const int warps = small_warps_for(dev);
+  if (warps < 4) return FP8MOE_ERROR_UNSUPPORTED_DEVICE;
+  const size_t smem = (size_t)warps * FP8MOE_SMALL_STAGES * small_slot_bytes;
+  {
+    /* the shared-memory opt-in, once per device (a host call, no synchronization) */
+    enum { max_devices = 64 };
+    static std::atomic<int> set[max_devices];
+    int d = 0;
+    FP8MOE__CHECK_CUDA(cudaGetDevice(&d));
+    if (d < 0 || d >= max_devices || !set[d].load(std::memory_order_acquire)) {
+      FP8MOE__CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+      if (d >= 0 && d < max_devices) set[d].store(1, std::memory_order_release);
+    }
+  }
+  const dim3 grid((unsigned)dev.sm_count), block((unsigned)(warps * 32));
+  if (!FP8MOE_SMALL_COOPERATIVE) {
+    for (int phase = 1; phase <= 4; phase++)
+      FP8MOE__CHECK_CUDA(launch_kernel(kernel, grid, block, smem, s, phase == 1 ? pdl_first : pdl, p, phase, phase));
+    return FP8MOE_OK;
+  }
+  /* one CTA per SM (launch bounds, shared memory): all resident. The
+   * cooperative launch is made without PDL. */
+  FP8MOE__CHECK_CUDA(launch_kernel_ex(kernel, grid, block, smem, s, false, 1u, true, p, 1, 4));
+  return FP8MOE_OK;
+}
+
+} // namespace detail
+} // namespace fp8moe
+
+#endif /* FP8MOE_DETAIL_SMALL_CUH */

@@ -208,8 +208,9 @@ static fp8moe_status moe_run(const fp8moe_args *a, void *workspace, size_t works
   const int T = a->num_tokens, S = a->num_shared_experts;
   const fp8moe_workspace_layout L = fp8moe_workspace_layout_shared(T, E, K, H, I, S);
   char *ws = static_cast<char *>(workspace);
-  if (FP8MOE_SMALL_MAX_TOKENS > 0 && T <= FP8MOE_SMALL_MAX_TOKENS && !a->batch_invariant)
-    return small_run<E, K, H, I>(a, ws, L, s, routed, dev, pdl);
+  if constexpr (FP8MOE_SMALL_MAX_TOKENS > 0) {
+    if (T <= FP8MOE_SMALL_MAX_TOKENS && !a->batch_invariant) return small_run<E, K, H, I>(a, ws, L, s, routed, dev, pdl);
+  }
   if ((st = moe_front<E, K, H>(a, ws, L, s, routed, pdl)) != FP8MOE_OK) return st;
 
   /* the shared experts are extra groups of both GEMMs, after the local ones */

@@ -77,8 +77,9 @@ namespace detail {
 
 enum {
   small_max_warps = 12,
-  small_max_slots = FP8MOE_SMALL_MAX_TOKENS * FP8MOE_MAX_TOP_K,
-  small_max_rows = small_max_slots + FP8MOE_MAX_SHARED_EXPERTS * FP8MOE_SMALL_MAX_TOKENS,
+  small_tokens = FP8MOE_SMALL_MAX_TOKENS > 0 ? FP8MOE_SMALL_MAX_TOKENS : 1, /* array bounds when compiled out */
+  small_max_slots = small_tokens * FP8MOE_MAX_TOP_K,
+  small_max_rows = small_max_slots + FP8MOE_MAX_SHARED_EXPERTS * small_tokens,
   small_max_lists = small_max_slots + FP8MOE_MAX_SHARED_EXPERTS,
   /* a lane's ring slot: 8 x 16 bytes of weights (2 tiles x rows g, g+8 x 2
    * halves), 2 x 16 of its token row, 4 scales; stored [word][lane] so a

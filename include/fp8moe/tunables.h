@@ -4,9 +4,11 @@
  * the compiler's command line, -DFP8MOE_MMA_MAX_STAGES=3); each comment says
  * what the knob trades. One naming scheme: FP8MOE_<part>_<knob>, the part
  * being SM90 (the Hopper wgmma GEMM), MMA (the portable mma.sync GEMM),
- * SMALL (the small-T layer) or ROUTING. None of them changes the result of the Hopper or the portable
- * GEMM for a given row: they change tile sizes, pipeline depths and which
- * path runs, and the two paths round differently (docs/design.md).
+ * SMALL (the small-T layer) or ROUTING. None of them changes the result of
+ * the Hopper or the portable GEMM for a given row: they change tile sizes,
+ * pipeline depths and which path runs, and the paths add in different
+ * orders (docs/design.md); FP8MOE_SMALL_TASKS also sets how the small-T
+ * layer splits its K loops, and with it the order of their additions.
  * docs/performance.md has the measurements behind the defaults.
  *
  * This header is plain C (macros only) and compiles as C11 and C++.

@@ -256,6 +256,26 @@ static __device__ __forceinline__ group_weights small_weights(int e, const uint8
   return g;
 }
 
+/* A task's K range: split s of S over KB blocks. */
+static __device__ __forceinline__ void small_k_range(small_task &t, int s, int S, int KB) {
+  t.kb = s * KB / S;
+  t.kb_end = (s + 1) * KB / S;
+}
+
+/* This lane's two C columns, list entries 2q and 2q + 1 of `count`: their
+ * activation scales at K block 0 (scale_of(entry)) and their partial rows
+ * (out + entry * ld); NULL past the list. */
+template <typename ScaleOf>
+static __device__ __forceinline__ void small_columns(small_task &t, int count, float *out, int ld, ScaleOf scale_of) {
+  const int q = threadIdx.x & 3;
+#pragma unroll
+  for (int c = 0; c < 2; c++) {
+    const int i = 2 * q + c;
+    t.as[c] = i < count ? scale_of(i) : nullptr;
+    t.out[c] = i < count ? out + (long long)i * ld : nullptr;
+  }
+}
+
 /* Copy K block kb of task t into ring slot `slot` (this lane's words). */
 template <int KD>
 static __device__ __forceinline__ void small_issue(const small_task &t, int kb, uint32_t slot) {
@@ -426,8 +446,7 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
         const small_task_pos u = small_locate(pl, task, S1, R);
         const int r = u.r, row0 = u.row0, count = u.count;
         const group_weights w = small_weights<2 * I, H>(u.e, p.w1, p.w1_scale, p.shared_w1, p.shared_w1_scale);
-        t.kb = u.s * KB / S1;
-        t.kb_end = (u.s + 1) * KB / S1;
+        small_k_range(t, u.s, S1, KB);
         t.w[0] = w.b + (long long)(16 * r + g) * H + 16 * q; /* up */
         t.w[1] = t.w[0] + (long long)I * H;                  /* gate */
         t.ws[0] = w.scale + (16 * r / 128) * KB;
@@ -435,13 +454,8 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
         t.a = g < count ? p.x + (long long)pl.row_token[row0 + g] * H + 16 * q : nullptr;
         t.as_stride = T;
         t.tile_gap = I;
-        float *out = p.part + ((long long)u.s * rows + row0) * ld + 16 * r;
-#pragma unroll
-        for (int c = 0; c < 2; c++) {
-          const bool in = 2 * q + c < count;
-          t.as[c] = in ? p.x_scale + pl.row_token[row0 + 2 * q + c] : nullptr;
-          t.out[c] = in ? out + (long long)(2 * q + c) * ld : nullptr;
-        }
+        small_columns(t, count, p.part + ((long long)u.s * rows + row0) * ld + 16 * r, ld,
+                      [&](int i) { return p.x_scale + pl.row_token[row0 + i]; });
         return t;
       };
       small_gemm_phase<H>(lists * R * S1, gw, nwarps, ring, task_of);
@@ -481,21 +495,15 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
         const small_task_pos u = small_locate(pl, task, S2, R);
         const int r = u.r, row0 = u.row0, count = u.count;
         const group_weights w = small_weights<H, I>(u.e, p.w2, p.w2_scale, p.shared_w2, p.shared_w2_scale);
-        t.kb = u.s * KB / S2;
-        t.kb_end = (u.s + 1) * KB / S2;
+        small_k_range(t, u.s, S2, KB);
         t.w[0] = w.b + (long long)(32 * r + g) * I + 16 * q;
         t.w[1] = t.w[0] + 16LL * I;
         t.ws[0] = t.ws[1] = w.scale + (32 * r / 128) * KB;
         t.a = g < count ? p.act + (long long)(row0 + g) * I + 16 * q : nullptr;
         t.as_stride = 1;
         t.tile_gap = 16;
-        float *out = p.part + ((long long)u.s * rows + row0) * ld + 32 * r;
-#pragma unroll
-        for (int c = 0; c < 2; c++) {
-          const bool in = 2 * q + c < count;
-          t.as[c] = in ? p.act_scale + (long long)(row0 + 2 * q + c) * KB : nullptr;
-          t.out[c] = in ? out + (long long)(2 * q + c) * ld : nullptr;
-        }
+        small_columns(t, count, p.part + ((long long)u.s * rows + row0) * ld + 32 * r, ld,
+                      [&](int i) { return p.act_scale + (long long)(row0 + i) * KB; });
         return t;
       };
       small_gemm_phase<I>(lists * R * S2, gw, nwarps, ring, task_of);

@@ -29,6 +29,37 @@ struct combine_params {
 
 enum { combine_threads = 128 };
 
+/* The combine's arithmetic on 8 columns of one token, shared with the
+ * small-T layer: a local slot's row adds w * y with fmaf, a shared expert's
+ * row adds y, in fp32; the sum is rounded to bf16 once. */
+static __device__ __forceinline__ void combine_add_slot(float (&acc)[8], float w, const float (&y)[8]) {
+#pragma unroll
+  for (int i = 0; i < 8; i++) acc[i] = fmaf(w, y[i], acc[i]);
+}
+
+static __device__ __forceinline__ void combine_add_shared(float (&acc)[8], const float (&y)[8]) {
+#pragma unroll
+  for (int i = 0; i < 8; i++) acc[i] = __fadd_rn(acc[i], y[i]);
+}
+
+/* 8 bf16 values (16 bytes) -> 8 floats, exact. */
+static __device__ __forceinline__ void unpack_bf16x8(uint4 q, float (&y)[8]) {
+  const uint32_t u[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+  for (int j = 0; j < 4; j++) {
+    y[2 * j] = __uint_as_float(u[j] << 16);
+    y[2 * j + 1] = __uint_as_float(u[j] & 0xffff0000u);
+  }
+}
+
+static __device__ __forceinline__ uint4 pack_bf16x8(const float (&acc)[8]) {
+  uint32_t o[4];
+#pragma unroll
+  for (int j = 0; j < 4; j++)
+    o[j] = (uint32_t)float_to_bf16_bits(acc[2 * j]) | ((uint32_t)float_to_bf16_bits(acc[2 * j + 1]) << 16);
+  return make_uint4(o[0], o[1], o[2], o[3]);
+}
+
 template <int K, int H>
 __global__ void __launch_bounds__(combine_threads) combine_kernel(combine_params p) {
   griddep_wait(); /* y, slot_row, slot_weight: written by the kernels before */
@@ -43,32 +74,19 @@ __global__ void __launch_bounds__(combine_threads) combine_kernel(combine_params
   for (int k = 0; k < K; k++) {
     const int r = __ldg(p.slot_row + t * K + k);
     if (r < 0) continue;
-    const float w = __ldg(p.slot_weight + t * K + k);
-    uint4 q = __ldg(reinterpret_cast<const uint4 *>(p.y + (long long)r * H) + v);
-    const uint32_t u[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-    for (int j = 0; j < 4; j++) {
-      acc[2 * j] = fmaf(w, __uint_as_float(u[j] << 16), acc[2 * j]);
-      acc[2 * j + 1] = fmaf(w, __uint_as_float(u[j] & 0xffff0000u), acc[2 * j + 1]);
-    }
+    float y[8];
+    unpack_bf16x8(__ldg(reinterpret_cast<const uint4 *>(p.y + (long long)r * H) + v), y);
+    combine_add_slot(acc, __ldg(p.slot_weight + t * K + k), y);
   }
   if (p.num_shared > 0) {
     const long long r0 = __ldg(p.shared_row0) + t;
     for (int sh = 0; sh < p.num_shared; sh++) {
-      uint4 q = __ldg(reinterpret_cast<const uint4 *>(p.y + (r0 + (long long)sh * p.num_tokens) * H) + v);
-      const uint32_t u[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-      for (int j = 0; j < 4; j++) {
-        acc[2 * j] = __fadd_rn(acc[2 * j], __uint_as_float(u[j] << 16));
-        acc[2 * j + 1] = __fadd_rn(acc[2 * j + 1], __uint_as_float(u[j] & 0xffff0000u));
-      }
+      float y[8];
+      unpack_bf16x8(__ldg(reinterpret_cast<const uint4 *>(p.y + (r0 + (long long)sh * p.num_tokens) * H) + v), y);
+      combine_add_shared(acc, y);
     }
   }
-  uint32_t o[4];
-#pragma unroll
-  for (int j = 0; j < 4; j++)
-    o[j] = (uint32_t)float_to_bf16_bits(acc[2 * j]) | ((uint32_t)float_to_bf16_bits(acc[2 * j + 1]) << 16);
-  reinterpret_cast<uint4 *>(p.out + t * H)[v] = make_uint4(o[0], o[1], o[2], o[3]);
+  reinterpret_cast<uint4 *>(p.out + t * H)[v] = pack_bf16x8(acc);
 }
 
 template <int K, int H>

@@ -64,8 +64,7 @@
 
 #include <cooperative_groups.h>
 
-#include <atomic>
-
+#include "combine.cuh"
 #include "common.cuh"
 #include "permute.cuh"
 #include "gemm/epilogue.cuh"
@@ -393,23 +392,16 @@ static __device__ __forceinline__ void small_combine(const small_params &p, cons
     for (int k = 0; k < K; k++) {
       const int row = pl.slot_row[t * K + k];
       if (row < 0) continue;
-      const float w = pl.slot_weight[t * K + k];
       float y[8];
       row_out(row, y);
-#pragma unroll
-      for (int i = 0; i < 8; i++) acc[i] = fmaf(w, y[i], acc[i]);
+      combine_add_slot(acc, pl.slot_weight[t * K + k], y);
     }
     for (int sh = 0; sh < p.num_shared; sh++) {
       float y[8];
       row_out(pl.list_off[pl.num_lists - p.num_shared + sh] + t, y);
-#pragma unroll
-      for (int i = 0; i < 8; i++) acc[i] = __fadd_rn(acc[i], y[i]);
+      combine_add_shared(acc, y);
     }
-    uint32_t o[4];
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-      o[i] = (uint32_t)float_to_bf16_bits(acc[2 * i]) | ((uint32_t)float_to_bf16_bits(acc[2 * i + 1]) << 16);
-    *reinterpret_cast<uint4 *>(p.out + (long long)t * H + c) = make_uint4(o[0], o[1], o[2], o[3]);
+    *reinterpret_cast<uint4 *>(p.out + (long long)t * H + c) = pack_bf16x8(acc);
   }
 }
 
@@ -472,13 +464,8 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
           up[0] += u.x; up[1] += u.y; up[2] += u.z; up[3] += u.w;
           gate[0] += gt.x; gate[1] += gt.y; gate[2] += gt.z; gate[3] += gt.w;
         }
-        const int e = pl.list_expert[pl.row_list[row]];
-        swiglu_coeffs co = {1.0f, 0.0f, INFINITY};
-        if (e >= 0) {
-          if (p.swiglu_alpha) co.alpha = p.swiglu_alpha[e];
-          if (p.swiglu_beta) co.beta = p.swiglu_beta[e];
-          if (p.swiglu_limit) co.limit = p.swiglu_limit[e];
-        }
+        const swiglu_coeffs co =
+            swiglu_coeffs_at(p.swiglu_alpha, p.swiglu_beta, p.swiglu_limit, pl.list_expert[pl.row_list[row]]);
         const float scale = fp8moe_quant_scale(warp_max(swiglu_segment<4>(up, gate, co)));
         const uint32_t v = (uint32_t)e4m3x2_quantize(up[0], up[1], scale) |
                            ((uint32_t)e4m3x2_quantize(up[2], up[3], scale) << 16);
@@ -532,17 +519,7 @@ static fp8moe_status small_launch(const small_params &p, cudaStream_t s, const d
   const int warps = small_warps_for(dev);
   if (warps < 4) return FP8MOE_ERROR_UNSUPPORTED_DEVICE;
   const size_t smem = (size_t)warps * FP8MOE_SMALL_STAGES * small_slot_bytes;
-  {
-    /* the shared-memory opt-in, once per device (a host call, no synchronization) */
-    enum { max_devices = 64 };
-    static std::atomic<int> set[max_devices];
-    int d = 0;
-    FP8MOE__CHECK_CUDA(cudaGetDevice(&d));
-    if (d < 0 || d >= max_devices || !set[d].load(std::memory_order_acquire)) {
-      FP8MOE__CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-      if (d >= 0 && d < max_devices) set[d].store(1, std::memory_order_release);
-    }
-  }
+  FP8MOE__CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   const dim3 grid((unsigned)dev.sm_count), block((unsigned)(warps * 32));
   if (!FP8MOE_SMALL_COOPERATIVE) {
     for (int phase = 1; phase <= 4; phase++)

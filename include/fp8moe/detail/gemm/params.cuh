@@ -95,14 +95,21 @@ struct swiglu_coeffs {
   float alpha, beta, limit;
 };
 
-static __device__ __forceinline__ swiglu_coeffs swiglu_coeffs_of_group(const grouped_gemm_params &p, int g) {
+/* Entry i of the per-expert coefficient arrays (each NULL for its
+ * default), or the defaults for i < 0 (a shared expert). */
+static __device__ __forceinline__ swiglu_coeffs swiglu_coeffs_at(const float *alpha, const float *beta,
+                                                                 const float *limit, int i) {
   swiglu_coeffs s = {1.0f, 0.0f, INFINITY};
-  if (g < p.num_groups - p.extra_groups) {
-    if (p.swiglu_alpha) s.alpha = p.swiglu_alpha[g];
-    if (p.swiglu_beta) s.beta = p.swiglu_beta[g];
-    if (p.swiglu_limit) s.limit = p.swiglu_limit[g];
+  if (i >= 0) {
+    if (alpha) s.alpha = alpha[i];
+    if (beta) s.beta = beta[i];
+    if (limit) s.limit = limit[i];
   }
   return s;
+}
+
+static __device__ __forceinline__ swiglu_coeffs swiglu_coeffs_of_group(const grouped_gemm_params &p, int g) {
+  return swiglu_coeffs_at(p.swiglu_alpha, p.swiglu_beta, p.swiglu_limit, g < p.num_groups - p.extra_groups ? g : -1);
 }
 
 /* The most groups that can have rows, as the host knows it without the group

@@ -17,7 +17,7 @@
  *
  * Usage: bench_moe [--config dsv3,kimi,qwen235,qwen30,mixtral,ep] [--tokens 1,16,...]
  *                  [--reps N] [--warmup N] [--quick] [--no-peer] [--pdl 0|1] [--load uniform|both]
- *                  [--features] [--csv FILE]
+ *                  [--features] [--graph] [--csv FILE]
  *                  [--seed S] [--max-sets N]
  * Progress goes to stderr, the table to stdout. Seed: --seed, else env
  * FP8MOE_SEED, else the clock; it is printed.
@@ -92,7 +92,7 @@ static std::vector<std::string> split(const char *s) {
 static void usage(void) {
   fprintf(stderr,
           "usage: bench_moe [--config NAMES] [--tokens LIST] [--reps N] [--warmup N] [--quick]\n"
-          "                 [--no-peer] [--pdl 0|1] [--load L] [--features] [--csv FILE]\n"
+          "                 [--no-peer] [--pdl 0|1] [--load L] [--features] [--graph] [--csv FILE]\n"
           "                 [--seed S] [--max-sets N]\n"
           "  --config   comma list of: dsv3 kimi qwen235 qwen30 mixtral ep (default: all, in that order)\n"
           "  --tokens   comma list of T (default: 1,16,128,1024,4096,16384)\n"
@@ -104,6 +104,8 @@ static void usage(void) {
           "             trained-router-like skewed expert load (the busiest expert ~12x the mean)\n"
           "  --features also time one shared expert in the call (routed+shared), the same expert as a\n"
           "             separate call (one-expert), and batch_invariant=1 (routed-invariant)\n"
+          "  --graph    time the fp8moe rows as CUDA-graph replays (one graph per weight set, as\n"
+          "             serving engines run decode): the host's launch cost is not in the time\n"
           "  --csv      also write the rows as CSV (with the device and floors as # comments)\n");
 }
 
@@ -139,6 +141,7 @@ int main(int argc, char **argv) {
     } else if (a == "--no-peer") opt.peer = 0;
     else if (a == "--pdl") opt.pdl = atoi(next()) != 0;
     else if (a == "--features") opt.features = 1;
+    else if (a == "--graph") opt.graph = 1;
     else if (a == "--load") {
       std::string l = next();
       if (l != "uniform" && l != "skewed" && l != "both") {
@@ -243,10 +246,10 @@ int main(int argc, char **argv) {
   snprintf(head, sizeof head,
            "device=%s; sms=%d; l2_MB=%.0f; sm_clock_MHz=%d; mem_clock_MHz=%d; mem_bus_bits=%d; cublasLt=%d; "
            "copy_GBps=%.1f; fp8_TFLOPs=%.1f; fp8_fast_accum_TFLOPs=%.1f; fp8_promoted_TFLOPs=%.1f; reps=%d; "
-           "warmup=%d; seed=%llu; enable_pdl=%d",
+           "warmup=%d; seed=%llu; enable_pdl=%d; graph=%d",
            prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1048576.0, sm_khz / 1000, mem_khz / 1000,
            prop.memoryBusWidth, lt_ver, env.copy_Bps / 1e9, env.fp8_flops / 1e12, fp8_fast / 1e12, fp8_slow / 1e12,
-           opt.reps, opt.warmup, (unsigned long long)opt.seed, opt.pdl);
+           opt.reps, opt.warmup, (unsigned long long)opt.seed, opt.pdl, opt.graph);
   printf("# %s\n", head);
   printf("# floors: copy bandwidth = cudaMemcpyAsync D2D of 2 GiB (read + write), median of 10; FP8 rate = best\n"
          "#   cuBLASLt e4m3 8192^3 TN GEMM (fp32 compute, bf16 out), median of 20, faster of fast-accum/promoted.\n"

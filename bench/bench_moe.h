@@ -48,6 +48,7 @@ struct bench_options {
   int pdl = 1;             /* fp8moe_args.enable_pdl for the fp8moe rows */
   int skewed = 0;          /* also a routed row with a skewed expert load */
   int features = 0;        /* rows for the 0.3 features: shared expert, one-expert call, batch invariance */
+  int graph = 0;           /* fp8moe rows: replay each run from a CUDA graph */
   uint64_t seed = 0;
 };
 

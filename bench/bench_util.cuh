@@ -112,6 +112,29 @@ static int time_runs(F f, int warmup, int reps, cudaStream_t s, std::vector<floa
   return rc;
 }
 
+/* time_runs over CUDA graphs: graph j holds one run of f(j) (j < n),
+ * captured once; timed run i replays graph i % n. What serving engines do at
+ * decode: the host's launch cost is left out of the time. */
+template <class F>
+static int time_graph_runs(F f, int n, int warmup, int reps, cudaStream_t s, std::vector<float> &ms) {
+  std::vector<cudaGraphExec_t> exec((size_t)n, nullptr);
+  int rc = 0;
+  for (int j = 0; j < n && !rc; j++) {
+    cudaGraph_t g = nullptr;
+    BENCH_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    rc = f(j);
+    BENCH_CUDA(cudaStreamEndCapture(s, &g));
+    if (!rc) BENCH_CUDA(cudaGraphInstantiate(&exec[j], g, 0));
+    cudaGraphDestroy(g);
+  }
+  if (!rc)
+    rc = time_runs([&](int i) { return cudaGraphLaunch(exec[i % n], s) == cudaSuccess ? 0 : -1; }, warmup, reps, s,
+                   ms);
+  for (cudaGraphExec_t e : exec)
+    if (e) cudaGraphExecDestroy(e);
+  return rc;
+}
+
 /* Largest power of two (<= 256) dividing a pointer: what cuBLASLt's
  * MIN_ALIGNMENT preferences ask for. */
 static inline uint32_t ptr_alignment(const void *p) {

@@ -2,7 +2,8 @@
 # Runs on the GPU machine, from the repository root, over the bundle built by
 # scripts/bundle-gpu.sh: every GPU test program, the examples, and (with
 # BENCH=1 or BENCH="args") the benchmark. Logs go to $OUT; the last lines are
-# a short pass/fail summary.
+# a short pass/fail summary, also written line by line to $OUT/summary.txt
+# (complete up to the last finished program if the run is cut short).
 #   usage: bash scripts/gpu-check.sh [test-name-filter]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,8 @@ OUT=${OUT:-/tmp/fp8moe-out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
 summary=()
+: >"$OUT/summary.txt"
+note() { summary+=("$1"); printf '%s\n' "$1" >>"$OUT/summary.txt"; }
 filter=${1:-}
 for t in "$B"/gpu_test_*; do
   name=$(basename "$t")
@@ -20,7 +23,7 @@ for t in "$B"/gpu_test_*; do
   "$t" --verbose --jobs=1 >"$OUT/$name.log" 2>&1
   rc=$?
   syn=$(grep -a "Synthesis" "$OUT/$name.log" | tail -1 | sed 's/.*Synthesis: //')
-  summary+=("$(printf '%-26s rc=%-3s %4ss  %s' "$name" "$rc" "$(( $(date +%s) - start ))" "$syn")")
+  note "$(printf '%-26s rc=%-3s %4ss  %s' "$name" "$rc" "$(( $(date +%s) - start ))" "$syn")"
   grep -a -E "\[(FAIL|----)\]|rel L2|seed" "$OUT/$name.log" | grep -av "Criterion v" | head -40
 done
 if [ -z "$filter" ] || [ "$filter" = examples ]; then
@@ -28,13 +31,13 @@ if [ -z "$filter" ] || [ "$filter" = examples ]; then
     [ -x "$B/$ex" ] || continue
     "$B/$ex" >"$OUT/$ex.log" 2>&1
     rc=$?
-    summary+=("$(printf '%-26s rc=%-3s %s' "$ex" "$rc" "$(grep -a -E 'error|time' "$OUT/$ex.log" | tr '\n' ' ' | cut -c1-150)")")
+    note "$(printf '%-26s rc=%-3s %s' "$ex" "$rc" "$(grep -a -E 'error|time' "$OUT/$ex.log" | tr '\n' ' ' | cut -c1-150)")"
   done
 fi
 if [ -n "${BENCH:-}" ] && [ -x "$B/bench_moe" ]; then
   args=${BENCH}; [ "$args" = 1 ] && args=""
   "$B/bench_moe" $args --csv "$OUT/bench.csv" >"$OUT/bench.txt" 2>"$OUT/bench.progress"
-  summary+=("$(printf '%-26s rc=%-3s (table in bench.txt)' bench_moe "$?")")
+  note "$(printf '%-26s rc=%-3s (table in bench.txt)' bench_moe "$?")"
   cat "$OUT/bench.txt"
 fi
 # at most 8 files come back from the GPU machine: pack the logs into one

@@ -368,38 +368,62 @@ static __device__ __forceinline__ void small_gemm_phase(int ntasks, int gw, int 
   ptx::cp_async_wait<0>();
 }
 
-/* The combine phase: thread per (token, 8 output columns). */
+/* The combine phase: thread per (token, 8 output columns). A token's rows
+ * (its slots with a local expert, then the shared experts) are taken G at
+ * a time, and for each split the G rows' partials are loaded together
+ * before they are added, so a thread waits on ceil(rows / G) * S2 loads in
+ * turn rather than rows * S2; every sum keeps its order. (G = 4 spills
+ * registers in the Mixtral-style instantiation.) */
 template <int K, int H>
 static __device__ __forceinline__ void small_combine(const small_params &p, const small_plan &pl, int S2, int ld) {
-  const int T = p.num_tokens, rows = pl.rows;
+  constexpr int G = 2;
+  const int T = p.num_tokens, rows = pl.rows, nr = K + p.num_shared;
   for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < T * (H / 8); idx += gridDim.x * blockDim.x) {
     const int t = idx / (H / 8), c = (idx % (H / 8)) * 8;
+    /* row of entry i of the token: slot i < K, then shared expert i - K; -1 without a row */
+    auto row_of = [&](int i) {
+      return i < K ? pl.slot_row[t * K + i] : pl.list_off[pl.num_lists - p.num_shared + (i - K)] + t;
+    };
     float acc[8];
 #pragma unroll
     for (int i = 0; i < 8; i++) acc[i] = 0.0f;
-    auto row_out = [&](int row, float (&y)[8]) { /* GEMM2's bf16 value of the row */
+    for (int i = 0;;) {
+      int row[G], entry[G];
 #pragma unroll
-      for (int i = 0; i < 8; i++) y[i] = 0.0f;
-      for (int s = 0; s < S2; s++) {
-        const float *src = p.part + ((long long)s * rows + row) * ld + c;
-        const float4 lo = *reinterpret_cast<const float4 *>(src), hi = *reinterpret_cast<const float4 *>(src + 4);
-        y[0] += lo.x; y[1] += lo.y; y[2] += lo.z; y[3] += lo.w;
-        y[4] += hi.x; y[5] += hi.y; y[6] += hi.z; y[7] += hi.w;
+      for (int j = 0; j < G; j++) { /* the next G entries that have a row */
+        while (i < nr && row_of(i) < 0) i++;
+        entry[j] = i;
+        row[j] = i < nr ? row_of(i) : -1;
+        i++;
+      }
+      if (row[0] < 0) break;
+      float y[G][8];
+#pragma unroll
+      for (int j = 0; j < G; j++)
+#pragma unroll
+        for (int e = 0; e < 8; e++) y[j][e] = 0.0f;
+      for (int sp = 0; sp < S2; sp++) {
+        float4 lo[G], hi[G];
+#pragma unroll
+        for (int j = 0; j < G; j++) { /* a missing row reads row[0] again, unused */
+          const float *src = p.part + ((long long)sp * rows + (row[j] < 0 ? row[0] : row[j])) * ld + c;
+          lo[j] = *reinterpret_cast<const float4 *>(src);
+          hi[j] = *reinterpret_cast<const float4 *>(src + 4);
+        }
+#pragma unroll
+        for (int j = 0; j < G; j++) {
+          y[j][0] += lo[j].x; y[j][1] += lo[j].y; y[j][2] += lo[j].z; y[j][3] += lo[j].w;
+          y[j][4] += hi[j].x; y[j][5] += hi[j].y; y[j][6] += hi[j].z; y[j][7] += hi[j].w;
+        }
       }
 #pragma unroll
-      for (int i = 0; i < 8; i++) y[i] = bf16_bits_to_float(float_to_bf16_bits(y[i]));
-    };
-    for (int k = 0; k < K; k++) {
-      const int row = pl.slot_row[t * K + k];
-      if (row < 0) continue;
-      float y[8];
-      row_out(row, y);
-      combine_add_slot(acc, pl.slot_weight[t * K + k], y);
-    }
-    for (int sh = 0; sh < p.num_shared; sh++) {
-      float y[8];
-      row_out(pl.list_off[pl.num_lists - p.num_shared + sh] + t, y);
-      combine_add_shared(acc, y);
+      for (int j = 0; j < G; j++) {
+        if (row[j] < 0) continue;
+#pragma unroll /* GEMM2's bf16 value of the row */
+        for (int e = 0; e < 8; e++) y[j][e] = bf16_bits_to_float(float_to_bf16_bits(y[j][e]));
+        if (entry[j] < K) combine_add_slot(acc, pl.slot_weight[t * K + entry[j]], y[j]);
+        else combine_add_shared(acc, y[j]);
+      }
     }
     *reinterpret_cast<uint4 *>(p.out + (long long)t * H + c) = pack_bf16x8(acc);
   }
@@ -457,12 +481,21 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
       for (int item = gw; item < rows * NB; item += nwarps) {
         const int row = item / NB, blk = item % NB, c = blk * 128 + 4 * lane;
         float up[4] = {0.0f, 0.0f, 0.0f, 0.0f}, gate[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int s = 0; s < S1; s++) {
-          const float *src = p.part + ((long long)s * rows + row) * ld;
-          const float4 u = *reinterpret_cast<const float4 *>(src + c);
-          const float4 gt = *reinterpret_cast<const float4 *>(src + I + c);
-          up[0] += u.x; up[1] += u.y; up[2] += u.z; up[3] += u.w;
-          gate[0] += gt.x; gate[1] += gt.y; gate[2] += gt.z; gate[3] += gt.w;
+        /* four splits' loads in flight at a time, added in split order */
+        for (int s0 = 0; s0 < S1; s0 += 4) {
+          float4 u[4], gt[4];
+#pragma unroll
+          for (int j = 0; j < 4; j++) { /* past S1: split 0 again, not added */
+            const float *src = p.part + ((long long)(s0 + j < S1 ? s0 + j : 0) * rows + row) * ld;
+            u[j] = *reinterpret_cast<const float4 *>(src + c);
+            gt[j] = *reinterpret_cast<const float4 *>(src + I + c);
+          }
+#pragma unroll
+          for (int j = 0; j < 4; j++) {
+            if (s0 + j >= S1) continue;
+            up[0] += u[j].x; up[1] += u[j].y; up[2] += u[j].z; up[3] += u[j].w;
+            gate[0] += gt[j].x; gate[1] += gt[j].y; gate[2] += gt[j].z; gate[3] += gt[j].w;
+          }
         }
         const swiglu_coeffs co =
             swiglu_coeffs_at(p.swiglu_alpha, p.swiglu_beta, p.swiglu_limit, pl.list_expert[pl.row_list[row]]);

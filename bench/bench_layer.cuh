@@ -420,8 +420,10 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
       x.w1 = w.w1, x.w1_scale = w.w1s, x.w2 = w.w2, x.w2_scale = w.w2s;
     };
 
-    /* time one mode: a short probe (after the warm-up) picks the number of runs */
-    auto timed = [&](const char *mode, auto run_fn, double *med, int *reps_used, bool graph = false) -> int {
+    /* time one mode: a short probe (after the warm-up) picks the number of runs;
+     * fp8moe modes replay CUDA graphs under --graph, the peer never does */
+    auto timed = [&](const char *mode, auto run_fn, double *med, int *reps_used, bool fp8moe_mode = true) -> int {
+      const bool graph = fp8moe_mode && opt.graph;
       std::vector<float> ms;
       auto go = [&](int warmup, int n) {
         return graph ? time_graph_runs(run_fn, p.sets, warmup, n, s, ms) : time_runs(run_fn, warmup, n, s, ms);
@@ -457,7 +459,7 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
     bench_row row;
     row.config = cfg.name;
     row.T = T;
-    if (timed("nonrouted", [&](int k) { return fp8moe_call(0, k); }, &med, &reps, opt.graph)) return -1;
+    if (timed("nonrouted", [&](int k) { return fp8moe_call(0, k); }, &med, &reps)) return -1;
     /* the output of weight set 0, and the device routing's choice (the replay outputs) */
     {
       fp8moe_args x = a;
@@ -493,7 +495,7 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
     rows_out.push_back(row);
 
     /* ---- routed ---- */
-    if (timed("routed", [&](int k) { return fp8moe_call(1, k); }, &med, &reps, opt.graph)) return -1;
+    if (timed("routed", [&](int k) { return fp8moe_call(1, k); }, &med, &reps)) return -1;
     if (fp8moe_call(1, 0)) return -1;
     h_tmp.resize(outn);
     BENCH_CUDA(cudaMemcpyAsync(h_tmp.data(), d_out, outn * 2, cudaMemcpyDeviceToHost, s));
@@ -523,7 +525,7 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
         }
         return 0;
       };
-      if (timed("routed-skewed", skew_call, &med, &reps, opt.graph)) return -1;
+      if (timed("routed-skewed", skew_call, &med, &reps)) return -1;
       snprintf(note, sizeof note, "reps=%d sets=%d; skewed load: %lld local slots on %d experts (max %d, mean %.1f)",
                reps, p.sets, p.slots_skew, p.active_skew, p.max_skew,
                p.active_skew ? (double)p.slots_skew / E_loc : 0.0);
@@ -565,9 +567,9 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
       };
       const double sh_flops = flops + 2.0 * T * (2.0 * I * H + (double)H * I);
       double shared_us = NAN, one_us = NAN;
-      if (timed("routed+shared", [&](int k) { return variant(k, 1, 0, 0); }, &med, &reps, opt.graph)) return -1;
+      if (timed("routed+shared", [&](int k) { return variant(k, 1, 0, 0); }, &med, &reps)) return -1;
       shared_us = med * 1e3;
-      if (timed("one-expert", [&](int k) { return variant(k, 0, 1, 0); }, &med, &reps, opt.graph)) return -1;
+      if (timed("one-expert", [&](int k) { return variant(k, 0, 1, 0); }, &med, &reps)) return -1;
       one_us = med * 1e3;
       snprintf(note, sizeof note, "reps=%d; one shared expert in the call; routed + separate one-expert call = %.1f us (%s)",
                reps, routed_us + one_us, shared_us < routed_us + one_us ? "fused faster" : "FUSED SLOWER");
@@ -582,7 +584,7 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
       row.note = note;
       bench_fill_row(row, expert_bytes, 2.0 * T * (2.0 * I * H + (double)H * I), env);
       rows_out.push_back(row);
-      if (timed("routed-invariant", [&](int k) { return variant(k, 0, 0, 1); }, &med, &reps, opt.graph)) return -1;
+      if (timed("routed-invariant", [&](int k) { return variant(k, 0, 0, 1); }, &med, &reps)) return -1;
       snprintf(note, sizeof note, "reps=%d; batch_invariant=1: %+.1f%% vs routed", reps,
                100.0 * (med * 1e3 - routed_us) / routed_us);
       row.mode = "routed-invariant";
@@ -754,7 +756,7 @@ static int bench_shape(const bench_config &cfg, const bench_options &opt, const 
       return 0;
     };
 
-    if (timed("cublaslt-peer", peer_run, &med, &reps)) {
+    if (timed("cublaslt-peer", peer_run, &med, &reps, false)) {
       /* a failed cublasLtMatmul says the card or this cuBLASLt cannot run it */
       cudaError_t ce = cudaStreamSynchronize(s);
       if (ce != cudaSuccess) return -1;

@@ -12,9 +12,8 @@ export LD_LIBRARY_PATH=$PWD/$B/lib:/usr/local/cuda/lib64:/usr/local/cuda/targets
 OUT=${OUT:-/tmp/fp8moe-out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/gpu.txt"
-summary=()
 : >"$OUT/summary.txt"
-note() { summary+=("$1"); printf '%s\n' "$1" >>"$OUT/summary.txt"; }
+note() { printf '%s\n' "$1" >>"$OUT/summary.txt"; }
 filter=${1:-}
 for t in "$B"/gpu_test_*; do
   name=$(basename "$t")
@@ -43,4 +42,4 @@ fi
 # at most 8 files come back from the GPU machine: pack the logs into one
 (cd "$OUT" && ls *.log >/dev/null 2>&1 && tar czf logs-$(date +%H%M%S).tgz *.log && rm -f *.log)
 echo "==== summary ($(cat "$OUT/gpu.txt" | cut -d, -f1)) ===="
-printf '%s\n' "${summary[@]}"
+cat "$OUT/summary.txt"

@@ -5,7 +5,8 @@
  *
  * each on 256 groups of R rows (R in 8, 64, 512, 2048 by default), with
  * every tile configuration of the Hopper kernel this file names (the
- * default first), the portable mma.sync kernel, and cuBLASLt's block-scaled
+ * default first, then the default with its CTAs claiming work items from a
+ * counter, as in the MoE layer), the portable mma.sync kernel, and cuBLASLt's block-scaled
  * FP8 GEMM as the peer: one cublasLtMatmul per group on the same operands
  * (the weights as operand A with 128x128 scales, the rows as operand B with
  * 1x128 scales), bf16 output; GEMM1's peer has no SwiGLU epilogue (it
@@ -65,6 +66,15 @@ template <int N, int K, epilogue EPI, class CFG>
 fp8moe_status launch_sm90(const grouped_gemm_params &p, cudaStream_t s) {
   return gemm_sm90_launch_config<N, K, EPI, CFG>(p, s);
 }
+/* Two device ints, zero between runs (the kernel leaves them so): the
+ * work counter of the dynamic-schedule variant. */
+int *g_tile_counter = nullptr;
+template <int N, int K, epilogue EPI, class CFG>
+fp8moe_status launch_sm90_dynamic(const grouped_gemm_params &p, cudaStream_t s) {
+  grouped_gemm_params q = p;
+  q.tile_counter = g_tile_counter;
+  return gemm_sm90_launch_config<N, K, EPI, CFG>(q, s);
+}
 template <int N, int K, epilogue EPI>
 fp8moe_status launch_mma(const grouped_gemm_params &p, cudaStream_t s) {
   return gemm_mma_launch<N, K, EPI>(p, s);
@@ -77,7 +87,8 @@ std::vector<variant> variants(bool hopper) {
   using D = typename sm90_tiling<N, EPI>::config;
   if (!hopper) /* no Hopper kernel: the portable one is the reference */
     return {{"portable mma.sync", launch_mma<N, K, EPI>, false}, {"cublaslt (per group)", NULL, false}};
-  std::vector<variant> v = {{"sm90 default", launch_sm90<N, K, EPI, D>, true}};
+  std::vector<variant> v = {{"sm90 default", launch_sm90<N, K, EPI, D>, true},
+                            {"sm90 default, dynamic", launch_sm90_dynamic<N, K, EPI, D>, true}};
   if constexpr (EPI == epilogue::swiglu_quant) {
     v.push_back({"sm90 256, no half tiles", launch_sm90<N, K, EPI, sm90_config<256, 2, 4, 1, 0>>, true});
   } else {
@@ -374,6 +385,8 @@ int main(int argc, char **argv) {
     printf("bench_gemm: skipped (no CUDA device)\n");
     return 0;
   }
+  BENCH_CUDA(cudaMalloc(&g_tile_counter, 2 * sizeof(int)));
+  BENCH_CUDA(cudaMemset(g_tile_counter, 0, 2 * sizeof(int)));
   int clock_khz = 0;
   cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, 0);
   env E;

@@ -166,8 +166,10 @@ static fp8moe_status launch(const grouped_gemm_params &p) {
   else return gemm_sm90_launch_config<N, K, EPI, CFG>(p, 0);
 }
 
+/* tile_counter: NULL (static schedule), or 2 zeroed device ints (the
+ * dynamic one) */
 template <int N, int K, epilogue EPI, class CFG = void>
-static gpu_result run_gpu(const problem &P) {
+static gpu_result run_gpu(const problem &P, int *tile_counter = nullptr) {
   uint8_t *dA = dev_upload(P.A.data(), P.A.size());
   uint8_t *dB = dev_upload(P.B.data(), P.B.size());
   float *dsa = dev_upload(P.a_scale.data(), P.a_scale.size());
@@ -192,6 +194,7 @@ static gpu_result run_gpu(const problem &P) {
   p.c = dC;
   p.c_scale = csn ? dCs : NULL;
   p.c_scale_ld = P.c_ld;
+  p.tile_counter = tile_counter;
   fp8moe_status s = launch<N, K, EPI, CFG>(p);
   cr_assert_eq(s, FP8MOE_OK, "launch: %s", fp8moe_status_string(s));
   sync_or_die("gemm_sm90");
@@ -491,6 +494,42 @@ Test(gemm_sm90, swiglu_tile_configs) {
   problem Q = make_problem(4096, 7168, {0, 1, 63, 65, 129, 40, 7, 0}, 1, 2, 3, 2, &r);
   check_swiglu<4096, 7168, cfg_cl2>(Q, reference_gemm(Q), "swiglu N4096 K7168 G8, cluster 2");
   check_same_bits<4096, 7168, epilogue::swiglu_quant, cfg_cl2>(Q, "swiglu N4096 K7168 G8 cluster 2");
+}
+
+/* Work items claimed from a counter (the MoE layer's schedule): the same
+ * bits as the static schedule, on calls with many more items than SMs, and
+ * the counter is zero again after each call, so it serves the next. */
+template <int N, int K, epilogue EPI>
+static void check_dynamic(const problem &P, int *counter, const char *name) {
+  gpu_result d = run_gpu<N, K, EPI>(P);
+  for (int round = 0; round < 2; round++) {
+    gpu_result c = run_gpu<N, K, EPI>(P, counter);
+    size_t diff = 0;
+    for (size_t i = 0; i < d.c.size(); i++) diff += d.c[i] != c.c[i];
+    const bool scales_equal = memcmp(d.c_scale.data(), c.c_scale.data(), d.c_scale.size() * 4) == 0;
+    int left[2] = {-1, -1};
+    dev_download(left, counter, 2);
+    printf("  %-52s round %d: %zu of %zu output bytes differ from the static schedule; counter left at %d, %d\n",
+           name, round, diff, d.c.size(), left[0], left[1]);
+    cr_expect_eq(diff, 0, "%s: %zu output bytes differ", name, diff);
+    cr_expect(scales_equal, "%s: output scales differ", name);
+    cr_expect(left[0] == 0 && left[1] == 0, "%s: counter left at %d, %d", name, left[0], left[1]);
+  }
+}
+
+Test(gemm_sm90, dynamic_schedule) {
+  fp8moe_rng r = seeded("dynamic_schedule");
+  int *counter = dev_alloc<int>(2);
+  CUDA_OK(cudaMemset(counter, 0, 2 * sizeof(int)));
+  /* 48 groups of 0..400 rows: about 2 m-tiles x 28 column tiles each */
+  problem P = make_problem(7168, 2048, random_sizes(&r, 48, 400), 2, 3, 1, 0, &r);
+  check_dynamic<7168, 2048, epilogue::store_bf16>(P, counter, "bf16 N7168 K2048 G48 dynamic");
+  problem Q = make_problem(4096, 7168, random_sizes(&r, 24, 300), 1, 2, 3, 2, &r);
+  check_dynamic<4096, 7168, epilogue::swiglu_quant>(Q, counter, "swiglu N4096 K7168 G24 dynamic");
+  /* fewer items than SMs: no claim succeeds */
+  problem D = make_problem(512, 256, edge_sizes(), 4, 6, 5, 3, &r);
+  check_dynamic<512, 256, epilogue::swiglu_quant>(D, counter, "swiglu N512 K256 G8 dynamic");
+  cudaFree(counter);
 }
 
 Test(gemm_sm90, no_rows_and_empty_calls) {

@@ -128,7 +128,9 @@ static fp8moe_status moe_front(const fp8moe_args *a, char *ws, const fp8moe_work
   }
   /* the first kernel of a run (decode when routed) is never launched with PDL */
   if ((st = decode_topk_launch<E>(dp, s, pdl && !routed)) != FP8MOE_OK) return st;
-  if ((st = scan_expert_counts_launch(expert_count, expert_offset, E_loc, s, pdl, S, T)) != FP8MOE_OK) return st;
+  int *tile_counter = reinterpret_cast<int *>(ws + L.tile_counter);
+  if ((st = scan_expert_counts_launch(expert_count, expert_offset, E_loc, s, pdl, S, T, tile_counter)) != FP8MOE_OK)
+    return st;
 
   permute_params pp;
   pp.num_tokens = T;
@@ -232,6 +234,7 @@ static fp8moe_status moe_run(const fp8moe_args *a, void *workspace, size_t works
   g1.swiglu_alpha = a->swiglu_alpha;
   g1.swiglu_beta = a->swiglu_beta;
   g1.swiglu_limit = a->swiglu_limit;
+  if (FP8MOE_SM90_DYNAMIC_SCHEDULE) g1.tile_counter = reinterpret_cast<int *>(ws + L.tile_counter); /* zeroed by the scan */
   if ((st = grouped_gemm_launch<2 * I, H, epilogue::swiglu_quant>(g1, s, pdl, pin)) != FP8MOE_OK) return st;
 
   grouped_gemm_params g2 = g1;
@@ -243,6 +246,7 @@ static fp8moe_status moe_run(const fp8moe_args *a, void *workspace, size_t works
   g2.b_extra_scale = a->shared_w2_scale;
   g2.c = ws + L.y; /* bf16 rows, over x_perm (dead after GEMM1) */
   g2.c_scale = NULL;
+  if (FP8MOE_SM90_DYNAMIC_SCHEDULE) g2.tile_counter = reinterpret_cast<int *>(ws + L.tile_counter) + 2;
   if ((st = grouped_gemm_launch<H, I, epilogue::store_bf16>(g2, s, pdl, pin)) != FP8MOE_OK) return st;
 
   combine_params cp;

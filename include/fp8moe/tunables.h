@@ -134,11 +134,26 @@
 #define FP8MOE_SM90_STAGES_BN64 8
 #endif
 
+/* How the Hopper GEMM's persistent CTAs share out the work items inside a
+ * run (the standalone grouped GEMM always uses the static order): 1, each
+ * CTA claims its next item from a counter in the workspace as it frees up,
+ * so the CTAs that read one weight tile (the m-tiles of one expert and
+ * column tile) start it together whatever their earlier items cost, and
+ * the tile is read from HBM once and from L2 by the rest; 0, CTA b runs
+ * items b, b + grid, ... , and CTAs that drew cheaper items (a group's
+ * short last tile) run ahead of the others and read shared weight tiles
+ * out of step. Either way every item is computed alike: the bits do not
+ * depend on it. Costs one global atomic per item (about 60 us of work). */
+#ifndef FP8MOE_SM90_DYNAMIC_SCHEDULE
+#define FP8MOE_SM90_DYNAMIC_SCHEDULE 1
+#endif
+
 /* Register split between the producer warpgroup and each of the two
  * consumer warpgroups after setmaxnreg (multiples of 8; producer + 2 x
  * consumer <= 504 so three warpgroups fit 64K registers). The consumers
- * hold the accumulators (up to 192 fp32) and the promotion temporary (64):
- * below 232 they spill. */
+ * hold the accumulators (up to 128 fp32) and the promotion temporary (64),
+ * the producer an item's TMA coordinates: 40/232 is free of spills (48/224
+ * too, and no faster). */
 #ifndef FP8MOE_SM90_PRODUCER_REGS
 #define FP8MOE_SM90_PRODUCER_REGS 40
 #endif

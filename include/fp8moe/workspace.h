@@ -21,6 +21,7 @@
  *   slot_row        int32  [T*K]   GEMM row of (t,k), or -1       permute
  *   expert_count    int32  [E]     rows per local expert          decode/route (atomics)
  *   expert_offset   int32  [E+1+S] exclusive scan of the counts, then the shared groups   scan
+ *   tile_counter    int32  [4]     the Hopper GEMMs' work counters, 2 each  zeroed by scan
  *   x_perm          fp8    [R, H]        gathered activations     permute
  *   x_perm_scale    fp32   [H/128, ld]   their scales, transposed permute
  *   act             fp8    [R, I]        SwiGLU output, requantized  GEMM1
@@ -43,7 +44,8 @@
 #include "tunables.h"
 
 /* Every buffer starts on this boundary (TMA wants 128 bytes; 256 matches
- * cudaMalloc). The workspace pointer itself must be aligned to it. */
+ * cudaMalloc), except tile_counter, which follows expert_offset inside its
+ * block. The workspace pointer itself must be aligned to it. */
 #define FP8MOE_WORKSPACE_ALIGN 256
 
 /* Byte offsets of every buffer from the workspace start, and the total. */
@@ -51,7 +53,7 @@ typedef struct fp8moe_workspace_layout {
   size_t rows;          /* T*(K + S): GEMM rows at most */
   size_t scale_ld;      /* leading dimension of the transposed scale buffers */
   size_t slot_expert, slot_weight, slot_row;
-  size_t expert_count, expert_offset;
+  size_t expert_count, expert_offset, tile_counter;
   size_t x_perm, x_perm_scale, act, act_scale, y;
   size_t small_rows;    /* P: rows of small_part */
   size_t small_part;
@@ -76,7 +78,10 @@ static inline fp8moe_workspace_layout fp8moe_workspace_layout_shared(int T, int 
   FP8MOE__WS_TAKE(slot_weight, t * k * 4);
   FP8MOE__WS_TAKE(slot_row, t * k * 4);
   FP8MOE__WS_TAKE(expert_count, e * 4);
-  FP8MOE__WS_TAKE(expert_offset, (e + 1 + sh) * 4);
+  /* the tile counters share the offsets' 256-byte block where it has room */
+  L.expert_offset = off;
+  L.tile_counter = off + fp8moe__align_up((e + 1 + sh) * 4, 16);
+  off = fp8moe__align_up(L.tile_counter + 4 * 4, A);
   {
     /* x_perm + x_perm_scale, later y: one region of the larger size */
     size_t xbytes = fp8moe__align_up(rows * h, A) + (h / 128) * L.scale_ld * 4;

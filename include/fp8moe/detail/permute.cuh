@@ -85,7 +85,8 @@ enum { scan_threads = 256, scan_items = 2 };
 static_assert(scan_threads * scan_items >= FP8MOE_MAX_EXPERTS, "scan covers every expert");
 
 static __global__ void __launch_bounds__(scan_threads)
-    scan_expert_counts_kernel(int *expert_count, int *expert_offset, int num_experts, int num_shared, int num_tokens) {
+    scan_expert_counts_kernel(int *expert_count, int *expert_offset, int num_experts, int num_shared, int num_tokens,
+                              int *tile_counter) {
   typedef cub::BlockScan<int, scan_threads> scan_t;
   __shared__ typename scan_t::TempStorage tmp;
   griddep_wait();
@@ -108,6 +109,9 @@ static __global__ void __launch_bounds__(scan_threads)
   }
   if (threadIdx.x == 0)
     for (int g = 0; g <= num_shared; g++) expert_offset[num_experts + g] = total + g * num_tokens;
+  /* the grouped GEMMs' work counters (gemm/params.cuh), zero for this run
+   * whatever a previous run or the allocation left there */
+  if (tile_counter && threadIdx.x < 4) tile_counter[threadIdx.x] = 0;
 }
 
 struct permute_params {
@@ -171,12 +175,13 @@ static inline fp8moe_status decode_topk_launch(const decode_params &p, cudaStrea
   return FP8MOE_OK;
 }
 
-/* num_shared groups of num_tokens rows each follow the routed ones. */
+/* num_shared groups of num_tokens rows each follow the routed ones;
+ * tile_counter: NULL, or the 4 GEMM work counters to zero. */
 static inline fp8moe_status scan_expert_counts_launch(int *expert_count, int *expert_offset, int num_experts,
                                                       cudaStream_t s, bool pdl = false, int num_shared = 0,
-                                                      int num_tokens = 0) {
+                                                      int num_tokens = 0, int *tile_counter = nullptr) {
   FP8MOE__CHECK_CUDA(launch_kernel(scan_expert_counts_kernel, dim3(1), dim3(scan_threads), 0, s, pdl, expert_count,
-                                   expert_offset, num_experts, num_shared, num_tokens));
+                                   expert_offset, num_experts, num_shared, num_tokens, tile_counter));
   return FP8MOE_OK;
 }
 

@@ -10,9 +10,10 @@
  *   3. items w = 0 .. total-1, ordered group-major, then column tile, then
  *      m-tile, so consecutive items (and the CTAs that run them together)
  *      share one tile of the group's weights, which is streamed from HBM once
- *      and re-read from L2. A CTA takes items blockIdx.x, +gridDim.x, ...;
- *      an item is decoded by a binary search over the prefix. Empty groups
- *      own no item.
+ *      and re-read from L2. A CTA takes items blockIdx.x, +gridDim.x, ...
+ *      (the Hopper kernel, given a tile counter, claims them in list order
+ *      instead); an item is decoded by a binary search over the prefix.
+ *      Empty groups own no item.
  */
 #ifndef FP8MOE_DETAIL_GEMM_SCHEDULE_CUH
 #define FP8MOE_DETAIL_GEMM_SCHEDULE_CUH

@@ -6,11 +6,12 @@
  *  - One CTA per SM (grid = SM count, capped by an upper bound of the work),
  *    384 threads: warpgroups 0 and 1 are consumers (wgmma + epilogue, 232
  *    registers each after setmaxnreg.inc), warpgroup 2 is the producer (40
- *    registers after setmaxnreg.dec): in warp 8 one elected thread issues
- *    TMA, warp 9 copies the block scales with cp.async, warps 10-11 exit.
- *    ptxas caps the kernel at 168 registers (65536 / 384) and allocates each
- *    branch up to its setmaxnreg value; 40/232 is the split with no spills
- *    (tunables.h: FP8MOE_SM90_PRODUCER_REGS / _CONSUMER_REGS).
+ *    registers after setmaxnreg.dec): in warp 8 one elected thread takes
+ *    the work items and issues TMA, warp 9 copies the block scales with
+ *    cp.async, warps 10-11 exit. ptxas caps the kernel at 168 registers
+ *    (65536 / 384) and allocates each branch up to its setmaxnreg value;
+ *    40/232 is the split with no spills (tunables.h:
+ *    FP8MOE_SM90_PRODUCER_REGS / _CONSUMER_REGS).
  *  - A CTA tile is BM = 128 rows x BN columns (sm90_config below); consumer
  *    warpgroup w owns rows [64w, 64w + 64) and all BN columns, computed as
  *    NSUB slices of W = BN / NSUB columns (one wgmma batch each). The
@@ -48,10 +49,18 @@
  *    stage (4-byte cp.async, so a_scale_ld needs no alignment; rows past the
  *    group's end get scale 0), so no load latency is on the consumers' path.
  *  - Persistent scheduler (schedule.cuh): work items are (group, n-tile,
- *    m-tile), consecutive items sharing the expert's weight tile in L2; each
- *    CTA strides over the list. B comes through one tensor map per weight
- *    array (the routed experts' and, when there are extra groups, the
- *    shared experts'). A tile of at most 64 valid rows is run by both
+ *    m-tile), consecutive items sharing the expert's weight tile in L2.
+ *    CTA b starts with item b; with a tile counter (params.cuh; the MoE
+ *    layer passes one) each CTA then claims the next unclaimed item as its
+ *    producer finishes the last, so the items that share a weight tile
+ *    start together however long each CTA's earlier items took; without
+ *    one it strides over the list (b + grid, b + 2 grid, ...). Every item
+ *    is computed alike wherever it runs, so the bits do not depend on the
+ *    order. The producer hands each item to the consumers and the scale
+ *    warp with the item's stages (s_item) and ends the list with a stage
+ *    that carries -1. B comes through one tensor map per weight array
+ *    (the routed experts' and, when there are extra groups, the shared
+ *    experts'). A tile of at most 64 valid rows is run by both
  *    warpgroups on half of the columns each in calls whose groups average
  *    at most 64 rows (decode sizes; HALF in sm90_config), else by
  *    warpgroup 0 alone while warpgroup 1 only keeps the barrier protocol.
@@ -159,12 +168,13 @@ struct sm90_smem_layout {
   static constexpr int boxes = CFG::bn / box_rows;
   static constexpr int stage_bytes = sm90_a_bytes + CFG::bn * 128;
   static constexpr int barriers_offset = CFG::stages * stage_bytes;
-  static constexpr int scale_a_offset = barriers_offset + 2 * CFG::stages * 8;   /* [STAGES][128] */
+  static constexpr int scale_a_offset = barriers_offset + 3 * CFG::stages * 8;   /* [STAGES][128] */
   static constexpr int scale_b_offset = scale_a_offset + CFG::stages * 128 * 4;  /* [STAGES][4] */
   static constexpr int prefix_offset = scale_b_offset + CFG::stages * 4 * 4;
   static constexpr int offsets_offset = prefix_offset + (sm90_max_groups + 1) * 4;
   static constexpr int amax_offset = offsets_offset + (sm90_max_groups + 1) * 4; /* [2][64]: half-tile row amax */
-  static constexpr int bytes = amax_offset + 2 * 64 * 4;
+  static constexpr int item_offset = amax_offset + 2 * 64 * 4; /* [STAGES]: the item a stage starts, or -1 */
+  static constexpr int bytes = item_offset + CFG::stages * 4;
   static constexpr int dynamic_bytes = bytes + 1024; /* slack to align the base to 1024 */
   static_assert((box_rows * 128) % 1024 == 0, "B boxes keep the 1024-byte swizzle-atom alignment");
   static_assert(dynamic_bytes <= 227 * 1024, "the Hopper stage counts (tunables.h) exceed 227 KiB of shared memory");
@@ -419,16 +429,18 @@ __global__ void __launch_bounds__(sm90_threads, 1)
   constexpr int NT = TS::n_tiles, NSB = TS::b_scales;
   constexpr uint32_t stage_bytes = L::stage_bytes;
 
-  /* ---- shared memory: stages | full[S] empty[S] | scales | prefix | offsets ---- */
+  /* ---- shared memory: stages | full[S] empty[S] item_ready[S] | scales | prefix | offsets | amax | items ---- */
   extern __shared__ uint8_t smem_raw[];
   uint8_t *smem = (uint8_t *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
   uint64_t *full = (uint64_t *)(smem + L::barriers_offset);
   uint64_t *empty = full + STAGES;
+  uint64_t *item_ready = empty + STAGES; /* the TMA thread -> warp 9: s_item of the stage is written */
   float *s_scale_a = (float *)(smem + L::scale_a_offset);
   float *s_scale_b = (float *)(smem + L::scale_b_offset);
   int *s_prefix = (int *)(smem + L::prefix_offset);
   int *s_off = (int *)(smem + L::offsets_offset);
   float *s_amax = (float *)(smem + L::amax_offset);
+  int *s_item = (int *)(smem + L::item_offset);
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int G = p.num_groups;
@@ -438,6 +450,7 @@ __global__ void __launch_bounds__(sm90_threads, 1)
     for (int s = 0; s < STAGES; s++) {
       sm90::mbar_init(&full[s], 1 + 32); /* TMA thread (+ bytes) and the 32 scale lanes */
       sm90::mbar_init(&empty[s], 8 * 32 + 8 * (CL - 1)); /* every consumer lane (+ each partner warp) */
+      sm90::mbar_init(&item_ready[s], 1);
     }
     sm90::mbar_fence_init();
   }
@@ -468,10 +481,19 @@ __global__ void __launch_bounds__(sm90_threads, 1)
     }
   };
 
+  /* After its first item, a CTA takes the next of its static share, or,
+   * with a tile counter (clusters keep the static pairs), claims the next
+   * unclaimed item. */
+  const bool dynamic = CL == 1 && p.tile_counter != nullptr;
+
   if (warp >= 8) {
-    /* ---- producer warpgroup: warp 8 streams A and B boxes with TMA, warp 9
-     * copies the stage's scales with cp.async; both run up to STAGES K
-     * blocks ahead of the consumers, so no load latency is on their path ---- */
+    /* ---- producer warpgroup: warp 8 takes the items in turn and streams
+     * their A and B boxes with TMA (one elected thread), warp 9 copies each
+     * stage's scales with cp.async; both run up to STAGES K blocks ahead of
+     * the consumers, so no load latency is on their path. The TMA thread
+     * writes each stage's item into s_item before it arms the stage (for
+     * the consumers) and signals item_ready (for warp 9); after the last
+     * item, one more stage carries -1: the list is done. ---- */
     sm90::setmaxnreg_dec<CFG::producer_regs>();
     if (warp == 8) {
       if (sm90::elect_one()) {
@@ -479,7 +501,7 @@ __global__ void __launch_bounds__(sm90_threads, 1)
         sm90::tma_prefetch_map(&map_b);
         if (p.extra_groups > 0) sm90::tma_prefetch_map(&map_b_extra);
         stage_ring ring(STAGES);
-        for (int w = first; w < total; w += step) {
+        for (int w = first; w < total; w = dynamic ? (int)gridDim.x + atomicAdd(p.tile_counter, 1) : w + step) {
           bool shared_b;
           const work_item it = item_of(w, &shared_b);
           const bool extra = it.g >= G - p.extra_groups;
@@ -501,6 +523,8 @@ __global__ void __launch_bounds__(sm90_threads, 1)
           const uint32_t bytes = (uint32_t)(a_boxes * sm90_a_box_rows * 128 + (rows > 0 ? BN * 128 : 0));
           for (int kb = 0; kb < KB; kb++) {
             sm90::mbar_wait(&empty[ring.stage], ring.phase ^ 1u);
+            s_item[ring.stage] = w; /* published by both arrives below */
+            sm90::mbar_arrive(&item_ready[ring.stage]);
             uint8_t *st = smem + ring.stage * stage_bytes;
             sm90::mbar_arrive_expect_tx(&full[ring.stage], bytes);
             for (int b = 0; b < a_boxes; b++)
@@ -519,33 +543,60 @@ __global__ void __launch_bounds__(sm90_threads, 1)
             ring.advance();
           }
         }
+        /* the end of the list: a stage that carries no item */
+        sm90::mbar_wait(&empty[ring.stage], ring.phase ^ 1u);
+        s_item[ring.stage] = -1;
+        sm90::mbar_arrive(&item_ready[ring.stage]);
+        sm90::mbar_arrive(&full[ring.stage]);
+        if (dynamic) {
+          /* every CTA has made its last claim once all have counted
+           * themselves here: the last one leaves the counter at zero */
+          __threadfence();
+          if (atomicAdd(p.tile_counter + 1, 1) == (int)gridDim.x - 1) {
+            p.tile_counter[0] = 0;
+            p.tile_counter[1] = 0;
+          }
+        }
       }
     } else if (warp == 9) {
       stage_ring ring(STAGES);
-      for (int w = first; w < total; w += step) {
-        bool shared_b;
-        const work_item it = item_of(w, &shared_b);
-        /* the tile's weight-scale blocks (a store tile past column N takes
-         * the last block: any finite value, its columns are masked) */
-        const int nblk = EPI == epilogue::swiglu_quant ? lane * (N / 256) + it.n_tile
-                                                       : min(it.n_tile * BN / 128 + lane, N / 128 - 1);
-        const float *bsrc = weights_of_group<N, K>(p, it.g).scale + (long long)nblk * KB;
-        for (int kb = 0; kb < KB; kb++) {
-          /* every lane waits: its copies below are ordered after the
-           * consumers' release of the stage */
-          sm90::mbar_wait(&empty[ring.stage], ring.phase ^ 1u);
-          const float *asrc = p.a_scale + (long long)kb * p.a_scale_ld;
-          const uint32_t sa = smem_addr(s_scale_a + ring.stage * 128);
-#pragma unroll
-          for (int i = 0; i < 4; i++) {
-            const int r = it.row0 + lane + 32 * i;
-            const bool ok = r < it.row_end;
-            ptx::cp_async_4(sa + 4 * (lane + 32 * i), ok ? asrc + r : p.a_scale, ok);
-          }
-          if (lane < NSB) ptx::cp_async_4(smem_addr(s_scale_b + ring.stage * 4 + lane), bsrc + kb, true);
-          sm90::cp_async_mbar_arrive(&full[ring.stage]);
-          ring.advance();
+      int cur = -1, kb = 0;
+      work_item it = {0, 0, 0, 0};
+      const float *bsrc = nullptr;
+      for (;;) {
+        /* every lane waits on both: its copies below are ordered after the
+         * consumers' release of the stage, and it learns the stage's item */
+        sm90::mbar_wait(&empty[ring.stage], ring.phase ^ 1u);
+        sm90::mbar_wait(&item_ready[ring.stage], ring.phase);
+        const int w = s_item[ring.stage];
+        if (w < 0) { /* the closing stage: this warp's arrivals, no copies */
+          sm90::mbar_arrive(&full[ring.stage]);
+          break;
         }
+        if (w == cur) {
+          kb++;
+        } else { /* the first stage of an item */
+          cur = w;
+          kb = 0;
+          bool shared_b;
+          it = item_of(w, &shared_b);
+          /* the tile's weight-scale blocks (a store tile past column N
+           * takes the last block: any finite value, its columns are masked) */
+          const int nblk = EPI == epilogue::swiglu_quant ? lane * (N / 256) + it.n_tile
+                                                         : min(it.n_tile * BN / 128 + lane, N / 128 - 1);
+          bsrc = weights_of_group<N, K>(p, it.g).scale + (long long)nblk * KB;
+        }
+        const float *asrc = p.a_scale + (long long)kb * p.a_scale_ld;
+        const uint32_t sa = smem_addr(s_scale_a + ring.stage * 128);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+          const int r = it.row0 + lane + 32 * i;
+          const bool ok = r < it.row_end;
+          ptx::cp_async_4(sa + 4 * (lane + 32 * i), ok ? asrc + r : p.a_scale, ok);
+        }
+        if (lane < NSB) ptx::cp_async_4(smem_addr(s_scale_b + ring.stage * 4 + lane), bsrc + kb, true);
+        sm90::cp_async_mbar_arrive(&full[ring.stage]);
+        ring.advance();
       }
     }
   } else {
@@ -561,7 +612,11 @@ __global__ void __launch_bounds__(sm90_threads, 1)
     stage_ring ring(STAGES);
     const sm90_release<CL> release = {empty, CL > 1 ? sm90::cluster_map(empty, rank ^ 1u) : 0u};
 
-    for (int w = first; w < total; w += step) {
+    for (;;) {
+      /* the item this stage starts, or -1: the list is done */
+      sm90::mbar_wait(&full[ring.stage], ring.phase);
+      const int w = s_item[ring.stage];
+      if (w < 0) break;
       bool shared_b;
       const work_item it = item_of(w, &shared_b);
       if constexpr (CFG::half) {

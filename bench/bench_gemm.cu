@@ -88,7 +88,9 @@ std::vector<variant> variants(bool hopper) {
   if (!hopper) /* no Hopper kernel: the portable one is the reference */
     return {{"portable mma.sync", launch_mma<N, K, EPI>, false}, {"cublaslt (per group)", NULL, false}};
   std::vector<variant> v = {{"sm90 default", launch_sm90<N, K, EPI, D>, true},
-                            {"sm90 default, dynamic", launch_sm90_dynamic<N, K, EPI, D>, true}};
+                            {"sm90 default, dynamic", launch_sm90_dynamic<N, K, EPI, D>, true},
+                            {"sm90 dynamic, half tiles always",
+                             launch_sm90_dynamic<N, K, EPI, sm90_config<D::bn, D::nsub, D::stages, 1, 2>>, true}};
   if constexpr (EPI == epilogue::swiglu_quant) {
     v.push_back({"sm90 256, no half tiles", launch_sm90<N, K, EPI, sm90_config<256, 2, 4, 1, 0>>, true});
   } else {

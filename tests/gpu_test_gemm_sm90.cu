@@ -521,11 +521,13 @@ Test(gemm_sm90, dynamic_schedule) {
   fp8moe_rng r = seeded("dynamic_schedule");
   int *counter = dev_alloc<int>(2);
   CUDA_OK(cudaMemset(counter, 0, 2 * sizeof(int)));
-  /* 48 groups of 0..400 rows: about 2 m-tiles x 28 column tiles each */
-  problem P = make_problem(7168, 2048, random_sizes(&r, 48, 400), 2, 3, 1, 0, &r);
-  check_dynamic<7168, 2048, epilogue::store_bf16>(P, counter, "bf16 N7168 K2048 G48 dynamic");
-  problem Q = make_problem(4096, 7168, random_sizes(&r, 24, 300), 1, 2, 3, 2, &r);
-  check_dynamic<4096, 7168, epilogue::swiglu_quant>(Q, counter, "swiglu N4096 K7168 G24 dynamic");
+  /* more items than SMs (small K, so the sanitizers get through them):
+   * 64 groups of 0..400 rows, 4 column tiles each; 48 swiglu groups */
+  problem P = make_problem(1024, 512, random_sizes(&r, 64, 400), 2, 3, 1, 0, &r);
+  check_store<1024, 512, epilogue::store_bf16>(P, reference_gemm(P), "bf16 N1024 K512 G64");
+  check_dynamic<1024, 512, epilogue::store_bf16>(P, counter, "bf16 N1024 K512 G64 dynamic");
+  problem Q = make_problem(2048, 1024, random_sizes(&r, 48, 300), 1, 2, 3, 2, &r);
+  check_dynamic<2048, 1024, epilogue::swiglu_quant>(Q, counter, "swiglu N2048 K1024 G48 dynamic");
   /* fewer items than SMs: no claim succeeds */
   problem D = make_problem(512, 256, edge_sizes(), 4, 6, 5, 3, &r);
   check_dynamic<512, 256, epilogue::swiglu_quant>(D, counter, "swiglu N512 K256 G8 dynamic");

@@ -100,8 +100,9 @@
 
 /* Tiles of at most 64 rows (decode-sized groups, and the short last tile of
  * a larger group) split by columns between the two consumer warpgroups,
- * instead of one warpgroup running them while the other idles: 1 or 0. The
- * bits of every element are the same either way. */
+ * instead of one warpgroup running them while the other idles: 1 in calls
+ * whose groups average at most 64 rows, 2 in every call, 0 never. The bits
+ * of every element are the same either way. */
 #ifndef FP8MOE_SM90_HALF_TILES
 #define FP8MOE_SM90_HALF_TILES 1
 #endif

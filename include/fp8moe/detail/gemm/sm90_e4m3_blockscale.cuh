@@ -188,7 +188,7 @@ struct sm90_tiling {
   static constexpr int nchunk =
       EPI == epilogue::swiglu_quant ? 2 : (N % (128 * FP8MOE_SM90_STORE_CHUNKS) == 0 ? FP8MOE_SM90_STORE_CHUNKS : 1);
   using config = sm90_config<128 * nchunk, nchunk, nchunk == 2 ? FP8MOE_SM90_STAGES_BN256 : FP8MOE_SM90_STAGES_BN128,
-                             1, FP8MOE_SM90_HALF_TILES != 0 ? 1 : 0>;
+                             1, FP8MOE_SM90_HALF_TILES>;
 };
 
 template <int N, int K, epilogue EPI>

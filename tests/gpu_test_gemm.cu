@@ -494,8 +494,10 @@ Test(gemm_mma, empty_launches_nothing) {
 
 typedef fp8moe_status (*gg_run_fn)(const fp8moe_grouped_gemm_args *, fp8moe_stream);
 
+/* tile_counter: pass the component a work counter (zeroed here once; both
+ * runs must give the reference's bits, so the first must leave it zero) */
 static void run_public_case(const char *what, gg_run_fn run, int N, int K, fp8moe_dtype dt,
-                            const std::vector<int> &sizes, fp8moe_rng *r) {
+                            const std::vector<int> &sizes, fp8moe_rng *r, bool tile_counter = false) {
   problem P = make_problem(N, K, sizes, 4, 9, r);
   dev_problem d = upload(P);
   const bool bf16 = dt == FP8MOE_DTYPE_BF16;
@@ -506,7 +508,13 @@ static void run_public_case(const char *what, gg_run_fn run, int N, int K, fp8mo
     if (bf16) memcpy(&poison[i], &h, 2); else memcpy(&poison[i], &POISON_FP32, 4);
   }
   uint8_t *c = dev_upload(poison.data(), bytes);
-  fp8moe_grouped_gemm_args args = {P.G, P.M, d.a, d.sa, d.b, d.sb, d.off, c, dt};
+  fp8moe_grouped_gemm_args args = {P.G, P.M, d.a, d.sa, d.b, d.sb, d.off, c, dt, NULL};
+  int32_t *counter = NULL;
+  if (tile_counter) {
+    counter = dev_alloc<int32_t>(2);
+    CUDA_OK(cudaMemset(counter, 0, 2 * sizeof(int32_t)));
+    args.tile_counter = counter;
+  }
   cudaStream_t stream;
   CUDA_OK(cudaStreamCreate(&stream));
   for (int i = 0; i < 2; ++i) {
@@ -520,6 +528,12 @@ static void run_public_case(const char *what, gg_run_fn run, int N, int K, fp8mo
   std::vector<double> C;
   reference_gemm(P, C);
   check_store(what, P, bf16, out, out2, C);
+  if (counter) {
+    int32_t left[2] = {-1, -1};
+    dev_download(left, counter, 2);
+    cr_expect(left[0] == 0 && left[1] == 0, "%s: tile counter left at %d, %d", what, left[0], left[1]);
+    cudaFree(counter);
+  }
   cudaFree(c);
   release(d);
 }
@@ -531,6 +545,10 @@ Test(gemm_mma, public_component_two_instantiations) {
   run_public_case("gg_mid_run bf16 G=8", gg_mid_run, 512, 384, FP8MOE_DTYPE_BF16, edge_sizes(&r), &r);
   run_public_case("gg_mid_run fp32 G=1", gg_mid_run, 512, 384, FP8MOE_DTYPE_FP32, std::vector<int>{129}, &r);
   run_public_case("gg_mid_run fp32 G=33 small", gg_mid_run, 512, 384, FP8MOE_DTYPE_FP32, small_sizes(&r), &r);
+  /* 33 groups of up to 1200 rows: more work items than SMs, so CTAs claim */
+  std::vector<int> big(33);
+  for (auto &x : big) x = (int)(rng_next(&r) % 1201);
+  run_public_case("gg_mid_run bf16 G=33 tile counter", gg_mid_run, 512, 384, FP8MOE_DTYPE_BF16, big, &r, true);
 }
 
 /* Validation needs no GPU (it runs before any CUDA call), so this suite runs

@@ -70,6 +70,7 @@ static fp8moe_status grouped_gemm_run(const fp8moe_grouped_gemm_args *args, cuda
   p.c = args->c;
   p.c_scale = NULL;
   p.c_scale_ld = 0;
+  p.tile_counter = args->tile_counter;
   if (args->c_dtype == FP8MOE_DTYPE_BF16) return grouped_gemm_launch<N, K, epilogue::store_bf16>(p, stream);
   return grouped_gemm_launch<N, K, epilogue::store_fp32>(p, stream);
 }

@@ -6,9 +6,10 @@
  * each on 256 groups of R rows (R in 8, 64, 512, 2048 by default), with
  * every tile configuration of the Hopper kernel this file names (the
  * default first, then the default with its CTAs claiming work items from a
- * counter, as in the MoE layer), the portable mma.sync kernel, and cuBLASLt's block-scaled
- * FP8 GEMM as the peer: one cublasLtMatmul per group on the same operands
- * (the weights as operand A with 128x128 scales, the rows as operand B with
+ * counter, as in the MoE layer, with and without half tiles in every call),
+ * the portable mma.sync kernel, and cuBLASLt's block-scaled FP8 GEMM as
+ * the peer: one cublasLtMatmul per group on the same operands (the
+ * weights as operand A with 128x128 scales, the rows as operand B with
  * 1x128 scales), bf16 output; GEMM1's peer has no SwiGLU epilogue (it
  * writes the [R, 4096] product), which is less work than the fused kernel.
  *

@@ -64,8 +64,9 @@
  *    warpgroups on half of the columns each in calls whose groups average
  *    at most 64 rows (decode sizes; HALF in sm90_config), else by
  *    warpgroup 0 alone while warpgroup 1 only keeps the barrier protocol.
- *  - Epilogues (epilogue.cuh) store straight from the accumulators (bf16,
- *    fp32 or fp8 pairs), rows masked at the group end; swiglu_quant holds up
+ *  - Epilogues (epilogue.cuh) store straight from the accumulators (bf16
+ *    row segments 8 bytes per lane, whole sectors per quad; fp32 or fp8
+ *    pairs), rows masked at the group end; swiglu_quant holds up
  *    and gate of the same (row, column) in one thread, reduces the row amax
  *    over the quad that holds a row (shuffles only) and writes the fp8
  *    activations and one scale per (row, 128 columns).
@@ -365,8 +366,8 @@ static __device__ __forceinline__ void sm90_half_tile(const grouped_gemm_params 
 
   const int r0 = it.row0 + wrow, r1 = r0 + 8;
   const bool v0 = r0 < it.row_end, v1 = r1 < it.row_end;
-  const int cq = 2 * (lane % 4);
   if constexpr (SW) {
+    const int cq = 2 * (lane % 4);
     constexpr int I = N / 2;
     const swiglu_coeffs coeffs = swiglu_coeffs_of_group(p, it.g);
     float up0[16], gate0[16], up1[16], gate1[16];
@@ -404,12 +405,9 @@ static __device__ __forceinline__ void sm90_half_tile(const grouped_gemm_params 
       if (v1) cs[r1] = sc1;
     }
   } else {
-    const int col0 = it.n_tile * BN + wg * (BN / 2) + cq;
-#pragma unroll
-    for (int j = 0; j < WH / 8; j++) {
-      if (v0) store_pair<EPI>(p.c, (long long)r0 * N + col0 + 8 * j, acc[0][4 * j + 0], acc[0][4 * j + 1]);
-      if (v1) store_pair<EPI>(p.c, (long long)r1 * N + col0 + 8 * j, acc[0][4 * j + 2], acc[0][4 * j + 3]);
-    }
+    const int col0 = it.n_tile * BN + wg * (BN / 2);
+    store_row_segment<EPI, WH>(p.c, (long long)r0 * N + col0, acc[0], 0, lane, v0, N - col0);
+    store_row_segment<EPI, WH>(p.c, (long long)r1 * N + col0, acc[0], 2, lane, v1, N - col0);
   }
 }
 
@@ -431,7 +429,10 @@ __global__ void __launch_bounds__(sm90_threads, 1)
 
   /* ---- shared memory: stages | full[S] empty[S] item_ready[S] | scales | prefix | offsets | amax | items ---- */
   extern __shared__ uint8_t smem_raw[];
-  uint8_t *smem = (uint8_t *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+  /* aligned by pointer arithmetic on smem_raw (not through an integer), so
+   * the compiler keeps every pointer below in the shared state space and
+   * reads the scales with LDS rather than generic loads */
+  uint8_t *smem = smem_raw + ((1024u - (smem_addr(smem_raw) & 1023u)) & 1023u);
   uint64_t *full = (uint64_t *)(smem + L::barriers_offset);
   uint64_t *empty = full + STAGES;
   uint64_t *item_ready = empty + STAGES; /* the TMA thread -> warp 9: s_item of the stage is written */
@@ -662,8 +663,8 @@ __global__ void __launch_bounds__(sm90_threads, 1)
       /* ---- epilogue (epilogue.cuh). Accumulator layout (ptx/sm90.cuh):
        * acc[c][4j + {0,1}] is row r0, columns 8j + cq + {0,1} of slice c;
        * acc[c][4j + {2,3}] the same columns of row r1 ---- */
-      const int cq = 2 * (lane % 4); /* this thread's column pair inside each 8 */
       if constexpr (EPI == epilogue::swiglu_quant) {
+        const int cq = 2 * (lane % 4); /* this thread's column pair inside each 8 */
         constexpr int I = N / 2, JW = W / 8, HALF = NSUB / 2;
         const swiglu_coeffs coeffs = swiglu_coeffs_of_group(p, it.g);
         float up0[32], gate0[32], up1[32], gate1[32];
@@ -695,14 +696,10 @@ __global__ void __launch_bounds__(sm90_threads, 1)
       } else {
 #pragma unroll
         for (int c = 0; c < NSUB; c++) {
-          const int col0 = it.n_tile * BN + c * W + cq;
-#pragma unroll
-          for (int j = 0; j < W / 8; j++) {
-            /* a last tile past column N (N not a multiple of BN) stores the columns it has */
-            if (N % BN != 0 && col0 + 8 * j >= N) continue;
-            if (v0) store_pair<EPI>(p.c, (long long)r0 * N + col0 + 8 * j, acc[c][4 * j + 0], acc[c][4 * j + 1]);
-            if (v1) store_pair<EPI>(p.c, (long long)r1 * N + col0 + 8 * j, acc[c][4 * j + 2], acc[c][4 * j + 3]);
-          }
+          /* a last tile past column N (N not a multiple of BN) stores the columns it has */
+          const int col0 = it.n_tile * BN + c * W;
+          store_row_segment<EPI, W>(p.c, (long long)r0 * N + col0, acc[c], 0, lane, v0, N - col0);
+          store_row_segment<EPI, W>(p.c, (long long)r1 * N + col0, acc[c], 2, lane, v1, N - col0);
         }
       }
     }

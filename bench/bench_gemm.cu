@@ -33,7 +33,13 @@
  * decode, where a call touches few experts: DeepSeek-V3 at T = 1 is
  * --active 8 --rows 1.
  *
- * Usage: bench_gemm [--gemm 1,2,3] [--rows 8,64,512,2048] [--active A] [--reps N] [--csv FILE]
+ * --skip WORD,... leaves out the variants whose name contains one of the
+ * words (the default configuration, the checks' reference, always runs):
+ * --skip portable,cublaslt,cluster,192,128,64 times the Hopper defaults
+ * alone, the quick inner loop.
+ *
+ * Usage: bench_gemm [--gemm 1,2,3] [--rows 8,64,512,2048] [--active A] [--reps N] [--skip WORD,...]
+ *                   [--csv FILE]
  */
 #include <cublasLt.h>
 #include <cuda_runtime.h>
@@ -67,6 +73,9 @@ template <int N, int K, epilogue EPI, class CFG>
 fp8moe_status launch_sm90(const grouped_gemm_params &p, cudaStream_t s) {
   return gemm_sm90_launch_config<N, K, EPI, CFG>(p, s);
 }
+/* Words of --skip: variants whose name contains one are not run. */
+std::vector<std::string> g_skip;
+
 /* Two device ints, zero between runs (the kernel leaves them so): the
  * work counter of the dynamic-schedule variant. */
 int *g_tile_counter = nullptr;
@@ -238,6 +247,14 @@ int bench_gemm(const char *gname, int R, int active, int reps, bool hopper, cons
   };
 
   std::vector<variant> V = variants<N, K, EPI>(hopper);
+  /* --skip: leave out the variants whose name contains one of the words
+   * (never the first, the reference of the checks) */
+  for (size_t i = V.size(); i-- > 1;)
+    for (const std::string &w : g_skip)
+      if (strstr(V[i].name, w.c_str())) {
+        V.erase(V.begin() + (long)i);
+        break;
+      }
   auto run = [&](const variant &v) -> int {
     if (!v.fn) return peer_why.empty() ? run_peer() : 0;
     const fp8moe_status s = v.fn(p, 0);
@@ -373,8 +390,16 @@ int main(int argc, char **argv) {
     else if (a == "--reps" && i + 1 < argc) reps = atoi(argv[++i]);
     else if (a == "--active" && i + 1 < argc) active = atoi(argv[++i]);
     else if (a == "--csv" && i + 1 < argc) csv = argv[++i];
-    else {
-      fprintf(stderr, "usage: bench_gemm [--gemm 1,2,3] [--rows 8,64,512,2048] [--active A] [--reps N] [--csv FILE]\n");
+    else if (a == "--skip" && i + 1 < argc) {
+      for (const char *w = argv[++i]; *w;) { /* comma-separated words */
+        const char *e = strchr(w, ',');
+        const size_t n = e ? (size_t)(e - w) : strlen(w);
+        if (n) g_skip.emplace_back(w, n);
+        w += n + (e ? 1 : 0);
+      }
+    } else {
+      fprintf(stderr, "usage: bench_gemm [--gemm 1,2,3] [--rows 8,64,512,2048] [--active A] [--reps N] "
+                      "[--skip WORD,...] [--csv FILE]\n");
       return 2;
     }
   }

@@ -390,14 +390,8 @@ int main(int argc, char **argv) {
     else if (a == "--reps" && i + 1 < argc) reps = atoi(argv[++i]);
     else if (a == "--active" && i + 1 < argc) active = atoi(argv[++i]);
     else if (a == "--csv" && i + 1 < argc) csv = argv[++i];
-    else if (a == "--skip" && i + 1 < argc) {
-      for (const char *w = argv[++i]; *w;) { /* comma-separated words */
-        const char *e = strchr(w, ',');
-        const size_t n = e ? (size_t)(e - w) : strlen(w);
-        if (n) g_skip.emplace_back(w, n);
-        w += n + (e ? 1 : 0);
-      }
-    } else {
+    else if (a == "--skip" && i + 1 < argc) g_skip = bench::split(argv[++i]);
+    else {
       fprintf(stderr, "usage: bench_gemm [--gemm 1,2,3] [--rows 8,64,512,2048] [--active A] [--reps N] "
                       "[--skip WORD,...] [--csv FILE]\n");
       return 2;

@@ -74,21 +74,6 @@ static const int NCONFIGS = (int)(sizeof CONFIGS / sizeof CONFIGS[0]);
 
 /* ---- command line ---- */
 
-static std::vector<std::string> split(const char *s) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (const char *p = s;; p++) {
-    if (*p == ',' || *p == 0) {
-      if (!cur.empty()) out.push_back(cur);
-      cur.clear();
-      if (!*p) break;
-    } else {
-      cur += *p;
-    }
-  }
-  return out;
-}
-
 static void usage(void) {
   fprintf(stderr,
           "usage: bench_moe [--config NAMES] [--tokens LIST] [--reps N] [--warmup N] [--quick]\n"
@@ -129,10 +114,10 @@ int main(int argc, char **argv) {
       }
       return argv[++i];
     };
-    if (a == "--config") names = split(next());
+    if (a == "--config") names = bench::split(next());
     else if (a == "--tokens") {
       opt.tokens.clear();
-      for (auto &t : split(next())) opt.tokens.push_back(atoi(t.c_str()));
+      for (auto &t : bench::split(next())) opt.tokens.push_back(atoi(t.c_str()));
     } else if (a == "--reps") opt.reps = std::max(1, atoi(next()));
     else if (a == "--warmup") opt.warmup = std::max(0, atoi(next()));
     else if (a == "--quick") {

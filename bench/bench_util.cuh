@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 /* Report a failed CUDA call and return -1 from the enclosing int function. */
@@ -38,6 +39,22 @@
   } while (0)
 
 namespace bench {
+
+/* The non-empty words of a comma-separated command-line list. */
+static inline std::vector<std::string> split(const char *s) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (const char *p = s;; p++) {
+    if (*p == ',' || *p == 0) {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+      if (!*p) break;
+    } else {
+      cur += *p;
+    }
+  }
+  return out;
+}
 
 /* splitmix64, the generator of the tests (tests/gpu_util.h). */
 static inline __host__ __device__ uint64_t mix64(uint64_t z) {

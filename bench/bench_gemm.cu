@@ -6,12 +6,14 @@
  * each on 256 groups of R rows (R in 8, 64, 512, 2048 by default), with
  * every tile configuration of the Hopper kernel this file names (the
  * default first, then the default with its CTAs claiming work items from a
- * counter, as in the MoE layer, with and without half tiles in every call),
- * the portable mma.sync kernel, and cuBLASLt's block-scaled FP8 GEMM as
- * the peer: one cublasLtMatmul per group on the same operands (the
- * weights as operand A with 128x128 scales, the rows as operand B with
- * 1x128 scales), bf16 output; GEMM1's peer has no SwiGLU epilogue (it
- * writes the [R, 4096] product), which is less work than the fused kernel.
+ * counter, as in the MoE layer, with and without half tiles in every call,
+ * and with tiles of <= 32 or <= 64 rows computed with the operands swapped,
+ * FP8MOE_SM90_SWAP_TAIL_ROWS), the portable mma.sync kernel, and cuBLASLt's
+ * block-scaled FP8 GEMM as the peer: one cublasLtMatmul per group on the
+ * same operands (the weights as operand A with 128x128 scales, the rows as
+ * operand B with 1x128 scales), bf16 output; GEMM1's peer has no SwiGLU
+ * epilogue (it writes the [R, 4096] product), which is less work than the
+ * fused kernel.
  *
  * Each row: median time of --reps runs, TFLOP/s = 2 * rows * N * K / time,
  * the weights' read rate (weight bytes / time), and both set against the
@@ -100,7 +102,11 @@ std::vector<variant> variants(bool hopper) {
   std::vector<variant> v = {{"sm90 default", launch_sm90<N, K, EPI, D>, true},
                             {"sm90 default, dynamic", launch_sm90_dynamic<N, K, EPI, D>, true},
                             {"sm90 dynamic, half tiles always",
-                             launch_sm90_dynamic<N, K, EPI, sm90_config<D::bn, D::nsub, D::stages, 1, 2>>, true}};
+                             launch_sm90_dynamic<N, K, EPI, sm90_config<D::bn, D::nsub, D::stages, 1, 2>>, true},
+                            {"sm90 dynamic, swapped tails 32",
+                             launch_sm90_dynamic<N, K, EPI, sm90_config<D::bn, D::nsub, D::stages, 1, D::half, 32>>, true},
+                            {"sm90 dynamic, swapped tails 64",
+                             launch_sm90_dynamic<N, K, EPI, sm90_config<D::bn, D::nsub, D::stages, 1, D::half, 64>>, true}};
   if constexpr (EPI == epilogue::swiglu_quant) {
     v.push_back({"sm90 256, no half tiles", launch_sm90<N, K, EPI, sm90_config<256, 2, 4, 1, 0>>, true});
   } else {

@@ -36,7 +36,11 @@ runs=(
 # RUNS="prog:filter prog:filter ..." replaces the selection; ALL=1 runs
 # every test of every GPU test program, the layer tests up to MAX_TOKENS
 # tokens (default 300: FP8MOE_TEST_MAX_TOKENS, each test says what it
-# leaves out), with PER_RUN_TIMEOUT per program.
+# leaves out), with PER_RUN_TIMEOUT per program. racecheck's longest runs,
+# the portable layer at the DeepSeek-V3 and Kimi-K2 shapes, take minutes
+# each even at 16 tokens: run them one per process, e.g.
+#   TOOLS=racecheck FP8MOE_TEST_MAX_TOKENS=16 PER_RUN_TIMEOUT=600 \
+#   RUNS="gpu_test_moe_portable:moe/deepseek_v3 gpu_test_moe_portable:moe/kimi_k2" bash scripts/gpu-sanitize.sh
 [ -n "${RUNS:-}" ] && read -ra runs <<<"$RUNS"
 if [ "${ALL:-0}" = 1 ]; then
   runs=()

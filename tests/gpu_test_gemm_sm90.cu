@@ -436,6 +436,9 @@ using cfg_128_half = sm90_config<128, 1, 6, 1, 2>;
 using cfg_256_full = sm90_config<256, 2, 4, 1, 0>; /* every tile split by rows */
 using cfg_128_full = sm90_config<128, 1, 6, 1, 0>;
 using cfg_64 = sm90_config<64, 1, 8>;              /* narrow store tiles: more CTAs for decode-sized calls */
+using cfg_256_swap32 = sm90_config<256, 2, 4, 1, 0, 32>; /* tiles of <= 32 rows with the operands swapped */
+using cfg_256_swap64 = sm90_config<256, 2, 4, 1, 0, 64>;
+using cfg_128_swap32 = sm90_config<128, 1, 6, 1, 0, 32>;
 
 Test(gemm_sm90, store_tile_configs) {
   fp8moe_rng r = seeded("store_tile_configs");
@@ -485,6 +488,27 @@ Test(gemm_sm90, half_tiles) {
   problem D = make_problem(512, 256, small, 0, 1, 1, 1, &r);
   check_swiglu<512, 256, cfg_256_half>(D, reference_gemm(D), "swiglu N512 K256 G40 <= 64 rows, half tiles");
   check_same_bits<512, 256, epilogue::swiglu_quant, cfg_256_half, cfg_256_full>(D, "swiglu N512 K256 G40 half tiles");
+}
+
+/* swapped tails: tiles of <= 32 (or 64) rows with the weights on wgmma M
+ * and the rows on N; every size around the limits, both epilogues */
+Test(gemm_sm90, swapped_tails) {
+  fp8moe_rng r = seeded("swapped_tails");
+  problem P = make_problem(7168, 2048, {1, 31, 32, 33, 0, 64, 65, 129, 160, 161, 7}, 2, 3, 1, 0, &r);
+  std::vector<double> ref = reference_gemm(P);
+  check_store<7168, 2048, epilogue::store_bf16, cfg_256_swap32>(P, ref, "bf16 N7168 K2048 swapped tails 32");
+  check_same_bits<7168, 2048, epilogue::store_bf16, cfg_256_swap32, cfg_256_full>(P, "bf16 N7168 K2048 swapped 32");
+  check_store<7168, 2048, epilogue::store_bf16, cfg_256_swap64>(P, ref, "bf16 N7168 K2048 swapped tails 64");
+  check_same_bits<7168, 2048, epilogue::store_bf16, cfg_256_swap64, cfg_256_full>(P, "bf16 N7168 K2048 swapped 64");
+  check_same_bits<7168, 2048, epilogue::store_fp32, cfg_128_swap32, cfg_128_full>(P, "fp32 N7168 K2048 BN=128 swapped 32");
+  problem S = make_problem(512, 256, edge_sizes(), 4, 6, 5, 3, &r);
+  check_swiglu<512, 256, cfg_256_swap32>(S, reference_gemm(S), "swiglu N512 K256 G8 edge sizes, swapped 32");
+  check_same_bits<512, 256, epilogue::swiglu_quant, cfg_256_swap32, cfg_256_full>(S, "swiglu N512 K256 G8 swapped 32");
+  problem Q = make_problem(4096, 7168, {0, 1, 31, 32, 33, 63, 64, 129, 40, 7, 0, 190}, 1, 2, 3, 2, &r);
+  check_swiglu<4096, 7168, cfg_256_swap32>(Q, reference_gemm(Q), "swiglu N4096 K7168 swapped 32");
+  check_same_bits<4096, 7168, epilogue::swiglu_quant, cfg_256_swap32, cfg_256_full>(Q, "swiglu N4096 K7168 swapped 32");
+  check_swiglu<4096, 7168, cfg_256_swap64>(Q, reference_gemm(Q), "swiglu N4096 K7168 swapped 64");
+  check_same_bits<4096, 7168, epilogue::swiglu_quant, cfg_256_swap64, cfg_256_full>(Q, "swiglu N4096 K7168 swapped 64");
 }
 
 Test(gemm_sm90, swiglu_tile_configs) {

@@ -149,6 +149,19 @@
 #define FP8MOE_SM90_DYNAMIC_SCHEDULE 1
 #endif
 
+/* Tiles of at most this many rows (a group's short last tile, a decode
+ * group) computed with the operands swapped: the weight tile on wgmma M
+ * (each consumer warpgroup 64-row blocks of its half) and the tile's rows
+ * on N (32 or 64 wide), so such a tile costs in proportion to its width
+ * rather than a whole 64-row wgmma per warpgroup per 128 columns; its
+ * stores are per element. It takes precedence over the half tiles. The bits
+ * of every element are the same either way. 0 (the default) turns it off,
+ * 32 and 64 are the other values; off by default because the layer gains
+ * no more than its run-to-run spread (performance.md, tried and rejected). */
+#ifndef FP8MOE_SM90_SWAP_TAIL_ROWS
+#define FP8MOE_SM90_SWAP_TAIL_ROWS 0
+#endif
+
 /* Register split between the producer warpgroup and each of the two
  * consumer warpgroups after setmaxnreg (multiples of 8; producer + 2 x
  * consumer <= 504 so three warpgroups fit 64K registers). The consumers

@@ -141,11 +141,17 @@ static_assert(FP8MOE_SM90_STORE_CHUNKS == 1 || FP8MOE_SM90_STORE_CHUNKS == 2, "F
  *           64 rows (decode sizes, where it is faster; on larger calls the
  *           short last tiles of groups are as fast or faster by rows);
  *           2: always.
+ *   SWAP    0, or 32 / 64: a tile of at most SWAP rows is computed with the
+ *           operands swapped (sm90_swapped_tile: the weights on wgmma M,
+ *           the rows on N = SWAP), before the HALF rule is asked; each
+ *           element is computed exactly as in a full tile.
  * Registers per consumer thread: BN / 2 accumulators + W / 2 temporaries. */
-template <int BN_, int NSUB_, int STAGES_, int CLUSTER_ = 1, int HALF_ = 0>
+template <int BN_, int NSUB_, int STAGES_, int CLUSTER_ = 1, int HALF_ = 0, int SWAP_ = 0>
 struct sm90_config {
   static constexpr int bn = BN_, nsub = NSUB_, stages = STAGES_, w = BN_ / NSUB_, cluster = CLUSTER_;
-  static constexpr int half = HALF_;
+  static constexpr int half = HALF_, swap = SWAP_;
+  static_assert(SWAP_ == 0 || ((SWAP_ == 32 || SWAP_ == 64) && CLUSTER_ == 1 && (BN_ == 128 || BN_ == 256)),
+                "swapped tails: tiles of at most 32 or 64 rows, no clusters, tiles of 128 or 256 columns");
   static_assert(HALF_ >= 0 && HALF_ <= 2, "HALF: 0 never, 1 where groups average <= 64 rows, 2 always");
   static_assert(!HALF_ || (CLUSTER_ == 1 && BN_ % 128 == 0), "half tiles: no clusters, tiles of 128 or 256 columns");
   static_assert(CLUSTER_ == 1 || CLUSTER_ == 2, "clusters of 1 or 2 CTAs");
@@ -173,8 +179,9 @@ struct sm90_smem_layout {
   static constexpr int scale_b_offset = scale_a_offset + CFG::stages * 128 * 4;  /* [STAGES][4] */
   static constexpr int prefix_offset = scale_b_offset + CFG::stages * 4 * 4;
   static constexpr int offsets_offset = prefix_offset + (sm90_max_groups + 1) * 4;
-  static constexpr int amax_offset = offsets_offset + (sm90_max_groups + 1) * 4; /* [2][64]: half-tile row amax */
-  static constexpr int item_offset = amax_offset + 2 * 64 * 4; /* [STAGES]: the item a stage starts, or -1 */
+  /* [2][64]: half-tile row amax; [8][SWAP]: swapped-tile amax per consumer warp and row */
+  static constexpr int amax_offset = offsets_offset + (sm90_max_groups + 1) * 4;
+  static constexpr int item_offset = amax_offset + (CFG::swap > 16 ? 8 * CFG::swap : 128) * 4; /* [STAGES]: the item a stage starts, or -1 */
   static constexpr int bytes = item_offset + CFG::stages * 4;
   static constexpr int dynamic_bytes = bytes + 1024; /* slack to align the base to 1024 */
   static_assert((box_rows * 128) % 1024 == 0, "B boxes keep the 1024-byte swizzle-atom alignment");
@@ -189,7 +196,7 @@ struct sm90_tiling {
   static constexpr int nchunk =
       EPI == epilogue::swiglu_quant ? 2 : (N % (128 * FP8MOE_SM90_STORE_CHUNKS) == 0 ? FP8MOE_SM90_STORE_CHUNKS : 1);
   using config = sm90_config<128 * nchunk, nchunk, nchunk == 2 ? FP8MOE_SM90_STAGES_BN256 : FP8MOE_SM90_STAGES_BN128,
-                             1, FP8MOE_SM90_HALF_TILES>;
+                             1, FP8MOE_SM90_HALF_TILES, FP8MOE_SM90_SWAP_TAIL_ROWS>;
 };
 
 template <int N, int K, epilogue EPI>
@@ -411,6 +418,157 @@ static __device__ __forceinline__ void sm90_half_tile(const grouped_gemm_params 
   }
 }
 
+/* A tile of at most TN = CFG::swap (32 or 64) rows with the operands
+ * swapped: D^T = B_tile * A^T, the weight rows on wgmma M and the tile's
+ * rows (tokens) on N = TN, read from the same stages as a normal tile (A:
+ * the stage's first one or two 32-row boxes).
+ * Warpgroup wg takes weight blocks of 64 rows: swiglu, up rows [64wg, +64)
+ * and gate rows [128 + 64wg, +64) of the tile (so a thread holds up and
+ * gate of the same output); store, rows [BN/2 wg + 64 mb, +64). Per K
+ * block one batch of 4 * MB wgmmas, one wait, and the promotion with the
+ * same products as a normal tile: acc += tmp * (a_scale[token] *
+ * b_scale[block]). Fragment: tmp[mb][4j + 2h + e] is weight row
+ * 16 wq + l/4 + 8h of block mb (an output column), token 8j + 2(l%4) + e. */
+template <int N, int K, epilogue EPI, class CFG>
+static __device__ __forceinline__ void sm90_swapped_tile(const grouped_gemm_params &p, const work_item &it, int wg,
+                                                         int wq, int lane, stage_ring &ring, uint64_t *full,
+                                                         const sm90_release<1> &release, const float *s_scale_a,
+                                                         const float *s_scale_b, uint8_t *smem, float *s_amax) {
+  constexpr int KB = K / sm90_bk, BN = CFG::bn, TN = CFG::swap, J = TN / 8;
+  constexpr bool SW = EPI == epilogue::swiglu_quant;
+  constexpr int MB = SW ? 2 : BN / 128; /* 64-row weight blocks per warpgroup */
+  constexpr uint32_t stage_bytes = sm90_smem_layout<CFG, EPI>::stage_bytes;
+  const int q = lane % 4, mrow = 16 * wq + lane / 4;
+  const uint64_t desc_x = sm90::smem_desc_k_sw128(smem);
+  uint64_t desc_w[MB];
+  int bsel[MB];
+#pragma unroll
+  for (int mb = 0; mb < MB; mb++) {
+    const int wrow0 = SW ? 128 * mb + 64 * wg : (BN / 2) * wg + 64 * mb;
+    desc_w[mb] = sm90::smem_desc_k_sw128(smem + sm90_a_bytes + wrow0 * 128);
+    bsel[mb] = SW ? mb : wrow0 / 128;
+  }
+  float acc[MB][TN / 2], tmp[MB][TN / 2];
+#pragma unroll
+  for (int mb = 0; mb < MB; mb++)
+#pragma unroll
+    for (int i = 0; i < TN / 2; i++) acc[mb][i] = 0.0f, tmp[mb][i] = 0.0f;
+  for (int kb = 0; kb < KB; kb++) {
+    sm90::mbar_wait(&full[ring.stage], ring.phase);
+    float f[MB][J][2];
+#pragma unroll
+    for (int mb = 0; mb < MB; mb++) {
+      const float sb = s_scale_b[ring.stage * 4 + bsel[mb]];
+#pragma unroll
+      for (int j = 0; j < J; j++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) f[mb][j][e] = s_scale_a[ring.stage * 128 + 8 * j + 2 * q + e] * sb;
+    }
+    const uint64_t soff = (uint64_t)((ring.stage * stage_bytes) >> 4);
+#pragma unroll
+    for (int mb = 0; mb < MB; mb++) sm90_fence_regs(tmp[mb]);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int mb = 0; mb < MB; mb++)
+#pragma unroll
+      for (int k = 0; k < 4; k++) sm90::wgmma_e4m3<TN>(tmp[mb], desc_w[mb] + soff + 2 * k, desc_x + soff + 2 * k, k);
+    sm90::wgmma_commit();
+    sm90::wgmma_wait<0>();
+#pragma unroll
+    for (int mb = 0; mb < MB; mb++) sm90_fence_regs(tmp[mb]);
+    release(ring.stage);
+#pragma unroll
+    for (int mb = 0; mb < MB; mb++)
+#pragma unroll
+      for (int j = 0; j < J; j++)
+#pragma unroll
+        for (int x = 0; x < 4; x++) acc[mb][4 * j + x] = fmaf(tmp[mb][4 * j + x], f[mb][j][x & 1], acc[mb][4 * j + x]);
+    ring.advance();
+  }
+
+  if constexpr (SW) {
+    constexpr int I = N / 2;
+    const swiglu_coeffs coeffs = swiglu_coeffs_of_group(p, it.g);
+    /* up (block 0) and gate (block 1) of the same output, in place over up */
+    float m[J][2];
+#pragma unroll
+    for (int j = 0; j < J; j++)
+#pragma unroll
+      for (int e = 0; e < 2; e++) m[j][e] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < J; j++)
+#pragma unroll
+      for (int x = 0; x < 4; x++) {
+        float &u = acc[0][4 * j + x];
+        u = fp8moe_swiglu(acc[1][4 * j + x], u, coeffs.alpha, coeffs.beta, coeffs.limit);
+        m[j][x & 1] = fmaxf(m[j][x & 1], fabsf(u));
+      }
+    /* each token's amax over the tile's 128 columns: the 8 lanes of the same
+     * q in a warp, then the 8 consumer warps through shared memory */
+#pragma unroll
+    for (int j = 0; j < J; j++)
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        float v = m[j][e];
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 4));
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 8));
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 16));
+        if (lane < 4) s_amax[(4 * wg + wq) * TN + 8 * j + 2 * q + e] = v;
+      }
+    sm90::named_barrier_sync(1, 256);
+    float sc[J][2];
+#pragma unroll
+    for (int j = 0; j < J; j++)
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+        float v = 0.0f;
+#pragma unroll
+        for (int w = 0; w < 8; w++) v = fmaxf(v, s_amax[w * TN + 8 * j + 2 * q + e]);
+        sc[j][e] = fp8moe_quant_scale(v);
+      }
+    sm90::named_barrier_sync(1, 256); /* all read before a later tile writes again */
+    uint8_t *out = (uint8_t *)p.c;
+    const int col = it.n_tile * 128 + 64 * wg + mrow;
+#pragma unroll
+    for (int j = 0; j < J; j++)
+#pragma unroll
+      for (int x = 0; x < 4; x++) {
+        const int r = it.row0 + 8 * j + 2 * q + (x & 1);
+        if (r < it.row_end)
+          out[(long long)r * I + col + 8 * (x >> 1)] =
+              (uint8_t)(e4m3x2_quantize(acc[0][4 * j + x], 0.0f, sc[j][x & 1]) & 0xffu);
+      }
+    if (wg == 0 && wq == 0 && lane < 4) {
+      float *cs = p.c_scale + (long long)it.n_tile * p.c_scale_ld;
+#pragma unroll
+      for (int j = 0; j < J; j++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const int r = it.row0 + 8 * j + 2 * q + e;
+          if (r < it.row_end) cs[r] = sc[j][e];
+        }
+    }
+  } else {
+#pragma unroll
+    for (int mb = 0; mb < MB; mb++) {
+      const int col = it.n_tile * BN + (BN / 2) * wg + 64 * mb + mrow;
+#pragma unroll
+      for (int j = 0; j < J; j++)
+#pragma unroll
+        for (int x = 0; x < 4; x++) {
+          const int r = it.row0 + 8 * j + 2 * q + (x & 1);
+          if (r < it.row_end) {
+            const long long off = (long long)r * N + col + 8 * (x >> 1);
+            if constexpr (EPI == epilogue::store_fp32)
+              static_cast<float *>(p.c)[off] = acc[mb][4 * j + x];
+            else
+              static_cast<uint16_t *>(p.c)[off] = float_to_bf16_bits(acc[mb][4 * j + x]);
+          }
+        }
+    }
+  }
+}
+
 template <int N, int K, epilogue EPI, class CFG>
 __global__ void __launch_bounds__(sm90_threads, 1)
     gemm_sm90_e4m3_blockscale_kernel(const __grid_constant__ CUtensorMap map_a,
@@ -620,6 +778,13 @@ __global__ void __launch_bounds__(sm90_threads, 1)
       if (w < 0) break;
       bool shared_b;
       const work_item it = item_of(w, &shared_b);
+      if constexpr (CFG::swap > 0) {
+        if (it.row_end - it.row0 <= CFG::swap) {
+          sm90_swapped_tile<N, K, EPI, CFG>(p, it, wg, warp % 4, lane, ring, full, release, s_scale_a, s_scale_b,
+                                            smem, s_amax);
+          continue;
+        }
+      }
       if constexpr (CFG::half) {
         if (it.row_end - it.row0 <= half_rows) {
           sm90_half_tile<N, K, EPI, CFG>(p, it, wg, wrow, lane, ring, full, release, s_scale_a, s_scale_b, smem,
@@ -873,7 +1038,7 @@ fp8moe_status gemm_sm90_launch(const grouped_gemm_params &p, cudaStream_t stream
     if constexpr (EPI != epilogue::swiglu_quant && FP8MOE_SM90_NARROW_TILE_PCT > 0) {
       /* decode-sized calls: narrower tiles until the SMs have enough items
        * (tunables.h); each group with rows counts as one m-tile */
-      using C128 = sm90_config<128, 1, FP8MOE_SM90_STAGES_BN128, 1, D::half>;
+      using C128 = sm90_config<128, 1, FP8MOE_SM90_STAGES_BN128, 1, D::half, D::swap>;
       using C64 = sm90_config<64, 1, FP8MOE_SM90_STAGES_BN64>;
       device_info dev;
       FP8MOE__GET_DEVICE_INFO(dev);

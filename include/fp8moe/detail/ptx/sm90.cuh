@@ -405,11 +405,32 @@ static __device__ __forceinline__ void wgmma_m64n192k32_e4m3(float (&d)[96], uin
 #endif
 }
 
+static __device__ __forceinline__ void wgmma_m64n32k32_e4m3(float (&d)[16], uint64_t desc_a, uint64_t desc_b,
+                                                             int accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k32.f32.e4m3.e4m3 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, "
+      "%8, %9, %10, %11, %12, %13, %14, %15},"
+      " %16, %17, p, 1, 1;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+#else
+  (void)d; (void)desc_a; (void)desc_b; (void)accumulate;
+#endif
+}
+
 /* The m64nNk32 wrapper for a width known at compile time. */
 template <int N>
 static __device__ __forceinline__ void wgmma_e4m3(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, int accumulate) {
-  static_assert(N == 64 || N == 96 || N == 128 || N == 192, "wgmma widths wrapped here: 64, 96, 128, 192");
-  if constexpr (N == 64) wgmma_m64n64k32_e4m3(d, desc_a, desc_b, accumulate);
+  static_assert(N == 32 || N == 64 || N == 96 || N == 128 || N == 192, "wgmma widths wrapped here: 32, 64, 96, 128, 192");
+  if constexpr (N == 32) wgmma_m64n32k32_e4m3(d, desc_a, desc_b, accumulate);
+  else if constexpr (N == 64) wgmma_m64n64k32_e4m3(d, desc_a, desc_b, accumulate);
   else if constexpr (N == 96) wgmma_m64n96k32_e4m3(d, desc_a, desc_b, accumulate);
   else if constexpr (N == 128) wgmma_m64n128k32_e4m3(d, desc_a, desc_b, accumulate);
   else wgmma_m64n192k32_e4m3(d, desc_a, desc_b, accumulate);

@@ -99,14 +99,14 @@ std::vector<variant> variants(bool hopper) {
   using D = typename sm90_tiling<N, EPI>::config;
   if (!hopper) /* no Hopper kernel: the portable one is the reference */
     return {{"portable mma.sync", launch_mma<N, K, EPI>, false}, {"cublaslt (per group)", NULL, false}};
+  using S32 = sm90_config<D::bn, D::nsub, D::stages, 1, D::half, 32>;
+  using S64 = sm90_config<D::bn, D::nsub, D::stages, 1, D::half, 64>;
   std::vector<variant> v = {{"sm90 default", launch_sm90<N, K, EPI, D>, true},
                             {"sm90 default, dynamic", launch_sm90_dynamic<N, K, EPI, D>, true},
                             {"sm90 dynamic, half tiles always",
                              launch_sm90_dynamic<N, K, EPI, sm90_config<D::bn, D::nsub, D::stages, 1, 2>>, true},
-                            {"sm90 dynamic, swapped tails 32",
-                             launch_sm90_dynamic<N, K, EPI, sm90_config<D::bn, D::nsub, D::stages, 1, D::half, 32>>, true},
-                            {"sm90 dynamic, swapped tails 64",
-                             launch_sm90_dynamic<N, K, EPI, sm90_config<D::bn, D::nsub, D::stages, 1, D::half, 64>>, true}};
+                            {"sm90 dynamic, swapped tails 32", launch_sm90_dynamic<N, K, EPI, S32>, true},
+                            {"sm90 dynamic, swapped tails 64", launch_sm90_dynamic<N, K, EPI, S64>, true}};
   if constexpr (EPI == epilogue::swiglu_quant) {
     v.push_back({"sm90 256, no half tiles", launch_sm90<N, K, EPI, sm90_config<256, 2, 4, 1, 0>>, true});
   } else {

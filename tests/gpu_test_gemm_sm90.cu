@@ -500,7 +500,8 @@ Test(gemm_sm90, swapped_tails) {
   check_same_bits<7168, 2048, epilogue::store_bf16, cfg_256_swap32, cfg_256_full>(P, "bf16 N7168 K2048 swapped 32");
   check_store<7168, 2048, epilogue::store_bf16, cfg_256_swap64>(P, ref, "bf16 N7168 K2048 swapped tails 64");
   check_same_bits<7168, 2048, epilogue::store_bf16, cfg_256_swap64, cfg_256_full>(P, "bf16 N7168 K2048 swapped 64");
-  check_same_bits<7168, 2048, epilogue::store_fp32, cfg_128_swap32, cfg_128_full>(P, "fp32 N7168 K2048 BN=128 swapped 32");
+  check_same_bits<7168, 2048, epilogue::store_fp32, cfg_128_swap32, cfg_128_full>(P,
+                                                                                  "fp32 N7168 K2048 BN=128 swapped 32");
   problem S = make_problem(512, 256, edge_sizes(), 4, 6, 5, 3, &r);
   check_swiglu<512, 256, cfg_256_swap32>(S, reference_gemm(S), "swiglu N512 K256 G8 edge sizes, swapped 32");
   check_same_bits<512, 256, epilogue::swiglu_quant, cfg_256_swap32, cfg_256_full>(S, "swiglu N512 K256 G8 swapped 32");

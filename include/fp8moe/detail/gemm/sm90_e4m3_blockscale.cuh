@@ -181,7 +181,8 @@ struct sm90_smem_layout {
   static constexpr int offsets_offset = prefix_offset + (sm90_max_groups + 1) * 4;
   /* [2][64]: half-tile row amax; [8][SWAP]: swapped-tile amax per consumer warp and row */
   static constexpr int amax_offset = offsets_offset + (sm90_max_groups + 1) * 4;
-  static constexpr int item_offset = amax_offset + (CFG::swap > 16 ? 8 * CFG::swap : 128) * 4; /* [STAGES]: the item a stage starts, or -1 */
+  static constexpr int amax_floats = CFG::swap > 16 ? 8 * CFG::swap : 2 * 64;
+  static constexpr int item_offset = amax_offset + amax_floats * 4; /* [STAGES]: the item a stage starts, or -1 */
   static constexpr int bytes = item_offset + CFG::stages * 4;
   static constexpr int dynamic_bytes = bytes + 1024; /* slack to align the base to 1024 */
   static_assert((box_rows * 128) % 1024 == 0, "B boxes keep the 1024-byte swizzle-atom alignment");

@@ -428,7 +428,8 @@ static __device__ __forceinline__ void wgmma_m64n32k32_e4m3(float (&d)[16], uint
 /* The m64nNk32 wrapper for a width known at compile time. */
 template <int N>
 static __device__ __forceinline__ void wgmma_e4m3(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b, int accumulate) {
-  static_assert(N == 32 || N == 64 || N == 96 || N == 128 || N == 192, "wgmma widths wrapped here: 32, 64, 96, 128, 192");
+  static_assert(N == 32 || N == 64 || N == 96 || N == 128 || N == 192,
+                "wgmma widths wrapped here: 32, 64, 96, 128, 192");
   if constexpr (N == 32) wgmma_m64n32k32_e4m3(d, desc_a, desc_b, accumulate);
   else if constexpr (N == 64) wgmma_m64n64k32_e4m3(d, desc_a, desc_b, accumulate);
   else if constexpr (N == 96) wgmma_m64n96k32_e4m3(d, desc_a, desc_b, accumulate);

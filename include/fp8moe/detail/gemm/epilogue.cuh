@@ -14,6 +14,8 @@
  *    their largest magnitude;
  *  - quad_max: that maximum over the quad, i.e. the row's 8-column groups the
  *    four lanes hold (the portable path then reduces across its N-warps);
+ *    quad_position_max: over the 8 lanes at one position of their quads (a
+ *    Hopper swapped tile, whose rows lie along the fragment's columns);
  *  - e4m3x2_quantize (common.cuh): one pair requantized with the row
  *    block's scale, fp8moe_quant_scale(amax), the rule every quantizer uses.
  */
@@ -97,6 +99,15 @@ static __device__ __forceinline__ float swiglu_segment(float (&up)[NV], const fl
 static __device__ __forceinline__ float quad_max(float v) {
   v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
   v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+  return v;
+}
+
+/* Max over the 8 lanes that hold the same position in their quads (lanes
+ * l % 4, l % 4 + 4, ..., + 28). */
+static __device__ __forceinline__ float quad_position_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 4));
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 8));
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 16));
   return v;
 }
 

@@ -456,14 +456,18 @@ static __device__ __forceinline__ void sm90_swapped_tile(const grouped_gemm_para
     for (int i = 0; i < TN / 2; i++) acc[mb][i] = 0.0f, tmp[mb][i] = 0.0f;
   for (int kb = 0; kb < KB; kb++) {
     sm90::mbar_wait(&full[ring.stage], ring.phase);
-    float f[MB][J][2];
+    float sa[J][2], f[MB][J][2];
+#pragma unroll
+    for (int j = 0; j < J; j++)
+#pragma unroll
+      for (int e = 0; e < 2; e++) sa[j][e] = s_scale_a[ring.stage * 128 + 8 * j + 2 * q + e];
 #pragma unroll
     for (int mb = 0; mb < MB; mb++) {
       const float sb = s_scale_b[ring.stage * 4 + bsel[mb]];
 #pragma unroll
       for (int j = 0; j < J; j++)
 #pragma unroll
-        for (int e = 0; e < 2; e++) f[mb][j][e] = s_scale_a[ring.stage * 128 + 8 * j + 2 * q + e] * sb;
+        for (int e = 0; e < 2; e++) f[mb][j][e] = sa[j][e] * sb;
     }
     const uint64_t soff = (uint64_t)((ring.stage * stage_bytes) >> 4);
 #pragma unroll
@@ -490,30 +494,19 @@ static __device__ __forceinline__ void sm90_swapped_tile(const grouped_gemm_para
   if constexpr (SW) {
     constexpr int I = N / 2;
     const swiglu_coeffs coeffs = swiglu_coeffs_of_group(p, it.g);
-    /* up (block 0) and gate (block 1) of the same output, in place over up */
-    float m[J][2];
-#pragma unroll
-    for (int j = 0; j < J; j++)
-#pragma unroll
-      for (int e = 0; e < 2; e++) m[j][e] = 0.0f;
-#pragma unroll
-    for (int j = 0; j < J; j++)
-#pragma unroll
-      for (int x = 0; x < 4; x++) {
-        float &u = acc[0][4 * j + x];
-        u = fp8moe_swiglu(acc[1][4 * j + x], u, coeffs.alpha, coeffs.beta, coeffs.limit);
-        m[j][x & 1] = fmaxf(m[j][x & 1], fabsf(u));
-      }
-    /* each token's amax over the tile's 128 columns: the 8 lanes of the same
-     * q in a warp, then the 8 consumer warps through shared memory */
+    /* up (block 0) and gate (block 1) of the same output, in place over up;
+     * each token's amax over the tile's 128 columns: its two values in this
+     * thread, the 8 lanes at its quad position, then the 8 consumer warps
+     * through shared memory */
 #pragma unroll
     for (int j = 0; j < J; j++)
 #pragma unroll
       for (int e = 0; e < 2; e++) {
-        float v = m[j][e];
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 4));
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 8));
-        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 16));
+        float up[2] = {acc[0][4 * j + e], acc[0][4 * j + e + 2]};
+        const float gate[2] = {acc[1][4 * j + e], acc[1][4 * j + e + 2]};
+        const float v = quad_position_max(swiglu_segment(up, gate, coeffs));
+        acc[0][4 * j + e] = up[0];
+        acc[0][4 * j + e + 2] = up[1];
         if (lane < 4) s_amax[(4 * wg + wq) * TN + 8 * j + 2 * q + e] = v;
       }
     sm90::named_barrier_sync(1, 256);

@@ -107,11 +107,13 @@ std::vector<variant> variants(bool hopper) {
                              launch_sm90_dynamic<N, K, EPI, sm90_config<D::bn, D::nsub, D::stages, 1, 2>>, true},
                             {"sm90 dynamic, swapped tails 32", launch_sm90_dynamic<N, K, EPI, S32>, true},
                             {"sm90 dynamic, swapped tails 64", launch_sm90_dynamic<N, K, EPI, S64>, true}};
+  using C2 = sm90_config<256, 2, 4, 2>;
+  v.push_back({"sm90 256, cluster 2, dynamic", launch_sm90_dynamic<N, K, EPI, C2>, true});
   if constexpr (EPI == epilogue::swiglu_quant) {
     v.push_back({"sm90 256, no half tiles", launch_sm90<N, K, EPI, sm90_config<256, 2, 4, 1, 0>>, true});
   } else {
     v.push_back({"sm90 256, no half tiles", launch_sm90<N, K, EPI, sm90_config<256, 2, 4, 1, 0>>, true});
-    v.push_back({"sm90 256, cluster 2", launch_sm90<N, K, EPI, sm90_config<256, 2, 4, 2>>, true});
+    v.push_back({"sm90 256, cluster 2", launch_sm90<N, K, EPI, C2>, true});
     v.push_back({"sm90 192, one batch", launch_sm90<N, K, EPI, sm90_config<192, 1, 5>>, true});
     v.push_back({"sm90 128", launch_sm90<N, K, EPI, sm90_config<128, 1, 6, 1, 1>>, true});
     v.push_back({"sm90 64, 8 stages", launch_sm90<N, K, EPI, sm90_config<64, 1, 8>>, true});

@@ -524,11 +524,11 @@ Test(gemm_sm90, swiglu_tile_configs) {
 /* Work items claimed from a counter (the MoE layer's schedule): the same
  * bits as the static schedule, on calls with many more items than SMs, and
  * the counter is zero again after each call, so it serves the next. */
-template <int N, int K, epilogue EPI>
+template <int N, int K, epilogue EPI, class CFG = void>
 static void check_dynamic(const problem &P, int *counter, const char *name) {
   gpu_result d = run_gpu<N, K, EPI>(P);
   for (int round = 0; round < 2; round++) {
-    gpu_result c = run_gpu<N, K, EPI>(P, counter);
+    gpu_result c = run_gpu<N, K, EPI, CFG>(P, counter);
     size_t diff = 0;
     for (size_t i = 0; i < d.c.size(); i++) diff += d.c[i] != c.c[i];
     const bool scales_equal = memcmp(d.c_scale.data(), c.c_scale.data(), d.c_scale.size() * 4) == 0;
@@ -556,6 +556,25 @@ Test(gemm_sm90, dynamic_schedule) {
   /* fewer items than SMs: no claim succeeds */
   problem D = make_problem(512, 256, edge_sizes(), 4, 6, 5, 3, &r);
   check_dynamic<512, 256, epilogue::swiglu_quant>(D, counter, "swiglu N512 K256 G8 dynamic");
+  cudaFree(counter);
+}
+
+/* Clusters with claimed items: rank 0 claims each pair of m-tiles and
+ * hands the claim to rank 1 (claim ring in rank 1's shared memory); the
+ * bits are the static default's, and the counter is left at zero. K = 256
+ * (2 K blocks, fewer than the stages) lets rank 0 run the furthest ahead. */
+Test(gemm_sm90, cluster_dynamic_schedule) {
+  fp8moe_rng r = seeded("cluster_dynamic_schedule");
+  int *counter = dev_alloc<int>(2);
+  CUDA_OK(cudaMemset(counter, 0, 2 * sizeof(int)));
+  problem P = make_problem(1024, 512, random_sizes(&r, 64, 400), 2, 3, 1, 0, &r);
+  check_dynamic<1024, 512, epilogue::store_bf16, cfg_cl2>(P, counter, "bf16 N1024 K512 G64 cluster 2 dynamic");
+  problem Q = make_problem(2048, 1024, random_sizes(&r, 48, 300), 1, 2, 3, 2, &r);
+  check_dynamic<2048, 1024, epilogue::swiglu_quant, cfg_cl2>(Q, counter, "swiglu N2048 K1024 G48 cluster 2 dynamic");
+  problem S = make_problem(384, 256, random_sizes(&r, 33, 700), 1, 2, 7, 0, &r);
+  check_dynamic<384, 256, epilogue::store_fp32, cfg_128_cl2>(S, counter, "fp32 N384 K256 G33 BN=128 cluster 2 dynamic");
+  problem D = make_problem(512, 256, edge_sizes(), 4, 6, 5, 3, &r);
+  check_dynamic<512, 256, epilogue::swiglu_quant, cfg_cl2>(D, counter, "swiglu N512 K256 G8 cluster 2 dynamic");
   cudaFree(counter);
 }
 

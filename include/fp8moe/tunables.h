@@ -162,6 +162,17 @@
 #define FP8MOE_SM90_SWAP_TAIL_ROWS 0
 #endif
 
+/* 2: calls whose groups average more than 64 rows (prefill sizes) run the
+ * Hopper GEMM in 2-CTA clusters: the two CTAs of a cluster take the two
+ * m-tiles of a pair at the same column tile and, when both are of one
+ * group, each loads half of the weight tile and multicasts it to both, so
+ * the pair reads it from L2 once. 1 (the default): no clusters, because the
+ * pairs' coupled pipelines cost more than the L2 reads they save
+ * (performance.md, tried and rejected). The bits are the same either way. */
+#ifndef FP8MOE_SM90_CLUSTER
+#define FP8MOE_SM90_CLUSTER 1
+#endif
+
 /* Register split between the producer warpgroup and each of the two
  * consumer warpgroups after setmaxnreg (multiples of 8; producer + 2 x
  * consumer <= 504 so three warpgroups fit 64K registers). The consumers

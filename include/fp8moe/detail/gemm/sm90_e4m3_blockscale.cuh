@@ -21,8 +21,8 @@
  *    "gate" rows [I + j0, I + j0 + 128), so every thread holds up and gate
  *    of the same (row, column) in registers and SwiGLU is thread-local.
  *    Other configurations (192-column tiles, 2-CTA clusters with a
- *    multicast weight tile) exist for bench/bench_gemm to compare; every
- *    configuration gives the same bits.
+ *    multicast weight tile: FP8MOE_SM90_CLUSTER) exist for bench/bench_gemm
+ *    and the layer to compare; every configuration gives the same bits.
  *  - Operands are K-major, 128-byte swizzled: a TMA box is 128 bytes of K
  *    (one whole quantization block) by 128 rows, written 1024-byte aligned,
  *    which is exactly the wgmma SW128 K-major canonical layout. A stage holds
@@ -118,6 +118,7 @@ static_assert(FP8MOE_SM90_PRODUCER_REGS % 8 == 0 && FP8MOE_SM90_CONSUMER_REGS % 
                   FP8MOE_SM90_PRODUCER_REGS + 2 * FP8MOE_SM90_CONSUMER_REGS <= 504,
               "FP8MOE_SM90_*_REGS: multiples of 8, producer + 2 x consumer <= 504");
 static_assert(FP8MOE_SM90_STORE_CHUNKS == 1 || FP8MOE_SM90_STORE_CHUNKS == 2, "FP8MOE_SM90_STORE_CHUNKS: 1 or 2");
+static_assert(FP8MOE_SM90_CLUSTER == 1 || FP8MOE_SM90_CLUSTER == 2, "FP8MOE_SM90_CLUSTER: 1 or 2");
 
 /* A tile configuration of the Hopper kernel.
  *   BN      columns per CTA tile (swiglu_quant: 256 = 128 "up" + 128 "gate");
@@ -130,7 +131,8 @@ static_assert(FP8MOE_SM90_STORE_CHUNKS == 1 || FP8MOE_SM90_STORE_CHUNKS == 2, "F
  *           of a pair (schedule.cuh); when both are of one group, each CTA
  *           loads half of the weight tile and multicasts it to both, so the
  *           pair reads it from L2 (and HBM) once. A stage is then released
- *           by both CTAs' consumers. (Fewer HBM reads, but slower as built:
+ *           by both CTAs' consumers. With a tile counter rank 0 claims the
+ *           pairs. (A third fewer L2 reads, but 3-13% slower in the layer:
  *           docs/performance.md.)
  *   HALF    a tile of at most 64 rows (a group's last, or a decode-sized
  *           group's only one) is split by columns instead of rows: both
@@ -183,7 +185,10 @@ struct sm90_smem_layout {
   static constexpr int amax_offset = offsets_offset + (sm90_max_groups + 1) * 4;
   static constexpr int amax_floats = CFG::swap > 16 ? 8 * CFG::swap : 2 * 64;
   static constexpr int item_offset = amax_offset + amax_floats * 4; /* [STAGES]: the item a stage starts, or -1 */
-  static constexpr int bytes = item_offset + CFG::stages * 4;
+  /* clusters with claimed items: rank 0's claims for rank 1, [claims] mbarriers then [claims] items */
+  static constexpr int claims = CFG::cluster > 1 ? CFG::stages + 1 : 0;
+  static constexpr int claim_offset = (item_offset + CFG::stages * 4 + 7) / 8 * 8;
+  static constexpr int bytes = claims > 0 ? claim_offset + claims * 12 : item_offset + CFG::stages * 4;
   static constexpr int dynamic_bytes = bytes + 1024; /* slack to align the base to 1024 */
   static_assert((box_rows * 128) % 1024 == 0, "B boxes keep the 1024-byte swizzle-atom alignment");
   static_assert(dynamic_bytes <= 227 * 1024, "the Hopper stage counts (tunables.h) exceed 227 KiB of shared memory");
@@ -258,7 +263,9 @@ static __device__ __forceinline__ void sm90_issue_slice(int c, float (&tmp)[CFG:
 
 /* A consumer thread's release of a stage: one arrival on this CTA's empty
  * barrier; in a cluster, also one per warp (after the warp's own arrivals)
- * on the partner CTA's, whose producer multicasts into this CTA's stage. */
+ * on the partner CTA's, whose producer multicasts into this CTA's stage.
+ * That arrival has release at CTA scope: at cluster scope each one would
+ * put a GPU-wide fence (MEMBAR.ALL.GPU) on every warp at every stage. */
 template <int CLUSTER>
 struct sm90_release {
   uint64_t *empty;
@@ -267,7 +274,7 @@ struct sm90_release {
     sm90::mbar_arrive(&empty[stage]);
     if constexpr (CLUSTER > 1) {
       __syncwarp();
-      if ((threadIdx.x & 31) == 0) sm90::mbar_arrive_remote(partner_empty + 8u * (uint32_t)stage);
+      if ((threadIdx.x & 31) == 0) sm90::mbar_arrive_remote_cta(partner_empty + 8u * (uint32_t)stage);
     }
   }
 };
@@ -605,6 +612,7 @@ __global__ void __launch_bounds__(sm90_threads, 1)
       sm90::mbar_init(&empty[s], 8 * 32 + 8 * (CL - 1)); /* every consumer lane (+ each partner warp) */
       sm90::mbar_init(&item_ready[s], 1);
     }
+    for (int j = 0; j < L::claims; j++) sm90::mbar_init((uint64_t *)(smem + L::claim_offset) + j, 1);
     sm90::mbar_fence_init();
   }
   const uint32_t rank = CL > 1 ? sm90::cluster_ctarank() : 0u;
@@ -635,9 +643,32 @@ __global__ void __launch_bounds__(sm90_threads, 1)
   };
 
   /* After its first item, a CTA takes the next of its static share, or,
-   * with a tile counter (clusters keep the static pairs), claims the next
-   * unclaimed item. */
-  const bool dynamic = CL == 1 && p.tile_counter != nullptr;
+   * with a tile counter, claims the next unclaimed item; in a cluster rank 0
+   * claims for the pair and hands each claim to rank 1 through rank 1's
+   * claim ring (a store into its shared memory, then a release arrival on
+   * the slot's mbarrier). Rank 0's producer is never more than STAGES K
+   * blocks ahead of rank 1's (each stage is released by both CTAs'
+   * consumers), so a ring of STAGES + 1 slots is never overwritten before
+   * it is read. */
+  const bool dynamic = p.tile_counter != nullptr;
+  auto next_item = [&](int w, int seq) -> int {
+    if (!dynamic) return w + step;
+    if constexpr (CL == 1) {
+      return (int)gridDim.x + atomicAdd(p.tile_counter, 1);
+    } else {
+      uint64_t *claim_bar = (uint64_t *)(smem + L::claim_offset);
+      int *claim = (int *)(claim_bar + L::claims);
+      const int j = seq % L::claims;
+      if (rank == 0) {
+        const int n = step + atomicAdd(p.tile_counter, 1);
+        sm90::st_shared_cluster_u32(sm90::cluster_map(claim + j, 1u), (uint32_t)n);
+        sm90::mbar_arrive_remote(sm90::cluster_map(claim_bar + j, 1u));
+        return n;
+      }
+      sm90::mbar_wait_cluster(claim_bar + j, (uint32_t)(seq / L::claims) & 1u);
+      return claim[j];
+    }
+  };
 
   if (warp >= 8) {
     /* ---- producer warpgroup: warp 8 takes the items in turn and streams
@@ -654,7 +685,8 @@ __global__ void __launch_bounds__(sm90_threads, 1)
         sm90::tma_prefetch_map(&map_b);
         if (p.extra_groups > 0) sm90::tma_prefetch_map(&map_b_extra);
         stage_ring ring(STAGES);
-        for (int w = first; w < total; w = dynamic ? (int)gridDim.x + atomicAdd(p.tile_counter, 1) : w + step) {
+        int seq = 0;
+        for (int w = first; w < total; w = next_item(w, seq++)) {
           bool shared_b;
           const work_item it = item_of(w, &shared_b);
           const bool extra = it.g >= G - p.extra_groups;
@@ -701,11 +733,11 @@ __global__ void __launch_bounds__(sm90_threads, 1)
         s_item[ring.stage] = -1;
         sm90::mbar_arrive(&item_ready[ring.stage]);
         sm90::mbar_arrive(&full[ring.stage]);
-        if (dynamic) {
-          /* every CTA has made its last claim once all have counted
-           * themselves here: the last one leaves the counter at zero */
+        if (dynamic && rank == 0) {
+          /* every CTA (cluster) has made its last claim once all have
+           * counted themselves here: the last one leaves the counter at zero */
           __threadfence();
-          if (atomicAdd(p.tile_counter + 1, 1) == (int)gridDim.x - 1) {
+          if (atomicAdd(p.tile_counter + 1, 1) == (int)gridDim.x / CL - 1) {
             p.tile_counter[0] = 0;
             p.tile_counter[1] = 0;
           }
@@ -1043,6 +1075,10 @@ fp8moe_status gemm_sm90_launch(const grouped_gemm_params &p, cudaStream_t stream
           return gemm_sm90_launch_config<N, K, EPI, C128>(p, stream, pdl);
         return gemm_sm90_launch_config<N, K, EPI, C64>(p, stream, pdl);
       }
+    }
+    if constexpr (FP8MOE_SM90_CLUSTER == 2 && D::bn % 128 == 0) {
+      if ((long long)p.m_total > 64LL * p.num_groups)
+        return gemm_sm90_launch_config<N, K, EPI, sm90_config<D::bn, D::nsub, D::stages, 2>>(p, stream, pdl);
     }
     return gemm_sm90_launch_config<N, K, EPI, D>(p, stream, pdl);
   }

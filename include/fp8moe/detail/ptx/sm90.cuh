@@ -173,13 +173,60 @@ static __device__ __forceinline__ uint32_t cluster_map(const void *p, uint32_t r
   return r;
 }
 
+/* One arrival on an mbarrier of another CTA of the cluster (address from
+ * cluster_map), with release at CTA scope: no fence, for signals that
+ * publish no data of this thread (a consumer's "stage read": its wgmma
+ * reads of the stage are complete at the wgmma wait before it). */
+static __device__ __forceinline__ void mbar_arrive_remote_cta(uint32_t cluster_addr) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("mbarrier.arrive.release.cta.shared::cluster.b64 _, [%0];" ::"r"(cluster_addr) : "memory");
+#else
+  (void)cluster_addr;
+#endif
+}
+
 /* One arrival, with release at cluster scope, on an mbarrier of another CTA
- * of the cluster (address from cluster_map). */
+ * of the cluster (address from cluster_map): this thread's earlier stores
+ * into that CTA's shared memory are visible to whoever acquires the phase
+ * (mbar_wait_cluster). It costs a GPU-wide memory fence (MEMBAR.ALL.GPU in
+ * SASS), so it is for rare signals. */
 static __device__ __forceinline__ void mbar_arrive_remote(uint32_t cluster_addr) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(cluster_addr) : "memory");
 #else
   (void)cluster_addr;
+#endif
+}
+
+/* st.shared::cluster: a 32-bit store into another CTA's shared memory of
+ * the cluster (address from cluster_map). */
+static __device__ __forceinline__ void st_shared_cluster_u32(uint32_t cluster_addr, uint32_t v) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("st.shared::cluster.u32 [%0], %1;" ::"r"(cluster_addr), "r"(v) : "memory");
+#else
+  (void)cluster_addr; (void)v;
+#endif
+}
+
+/* mbar_wait with acquire at cluster scope: for a phase completed by another
+ * CTA's release arrival (mbar_arrive_remote), whose earlier stores into this
+ * CTA's shared memory are then visible. */
+static __device__ __forceinline__ void mbar_wait_cluster(uint64_t *bar, uint32_t parity) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n"
+        "}\n"
+        : "=r"(done)
+        : "r"(smem_addr(bar)), "r"(parity)
+        : "memory");
+  } while (!done);
+#else
+  (void)bar; (void)parity;
 #endif
 }
 

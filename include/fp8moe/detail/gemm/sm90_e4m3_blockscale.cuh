@@ -274,7 +274,8 @@ struct sm90_release {
     sm90::mbar_arrive(&empty[stage]);
     if constexpr (CLUSTER > 1) {
       __syncwarp();
-      if ((threadIdx.x & 31) == 0) sm90::mbar_arrive_remote_cta(partner_empty + 8u * (uint32_t)stage);
+      if ((threadIdx.x & 31) == 0)
+        sm90::mbar_arrive_remote<sm90::mbar_scope::cta>(partner_empty + 8u * (uint32_t)stage);
     }
   }
 };
@@ -662,10 +663,10 @@ __global__ void __launch_bounds__(sm90_threads, 1)
       if (rank == 0) {
         const int n = step + atomicAdd(p.tile_counter, 1);
         sm90::st_shared_cluster_u32(sm90::cluster_map(claim + j, 1u), (uint32_t)n);
-        sm90::mbar_arrive_remote(sm90::cluster_map(claim_bar + j, 1u));
+        sm90::mbar_arrive_remote<sm90::mbar_scope::cluster>(sm90::cluster_map(claim_bar + j, 1u));
         return n;
       }
-      sm90::mbar_wait_cluster(claim_bar + j, (uint32_t)(seq / L::claims) & 1u);
+      sm90::mbar_wait<sm90::mbar_scope::cluster>(claim_bar + j, (uint32_t)(seq / L::claims) & 1u);
       return claim[j];
     }
   };
@@ -978,6 +979,12 @@ static inline int sm90_max_active_clusters(Kernel kernel, int smem_bytes) {
   return n;
 }
 
+/* Calls whose groups average at most 64 rows (decode sizes): they run the
+ * half tiles (HALF 1), larger calls the clusters (FP8MOE_SM90_CLUSTER). */
+static inline bool sm90_decode_sized(const grouped_gemm_params &p) {
+  return (long long)p.m_total <= 64LL * p.num_groups;
+}
+
 /* Launch with an explicit tile configuration (sm90_config; benchmarks and
  * tests compare them); gemm_sm90_launch picks the default one. */
 template <int N, int K, epilogue EPI, class CFG>
@@ -1015,7 +1022,7 @@ fp8moe_status gemm_sm90_launch_config(const grouped_gemm_params &p, cudaStream_t
   if (p.extra_groups == 0) map_b_extra = map_b;
 
   constexpr int CL = CFG::cluster;
-  const int half_rows = CFG::half == 2 || (CFG::half == 1 && (long long)p.m_total <= 64LL * p.num_groups) ? 64 : 0;
+  const int half_rows = CFG::half == 2 || (CFG::half == 1 && sm90_decode_sized(p)) ? 64 : 0;
   auto kernel = gemm_sm90_e4m3_blockscale_kernel<N, K, EPI, CFG>;
   FP8MOE__CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::dynamic_bytes));
   /* m-tiles are at most ceil(m_total / 128) + num_groups; clusters pair them */
@@ -1077,7 +1084,7 @@ fp8moe_status gemm_sm90_launch(const grouped_gemm_params &p, cudaStream_t stream
       }
     }
     if constexpr (FP8MOE_SM90_CLUSTER == 2 && D::bn % 128 == 0) {
-      if ((long long)p.m_total > 64LL * p.num_groups)
+      if (!sm90_decode_sized(p))
         return gemm_sm90_launch_config<N, K, EPI, sm90_config<D::bn, D::nsub, D::stages, 2>>(p, stream, pdl);
     }
     return gemm_sm90_launch_config<N, K, EPI, D>(p, stream, pdl);

@@ -59,27 +59,39 @@ static __device__ __forceinline__ void mbar_arrive(uint64_t *bar) {
 #endif
 }
 
+/* The scope of an mbarrier's release (arrive) or acquire (wait): cta, or
+ * cluster for signals that carry stores into another CTA's shared memory. */
+enum class mbar_scope { cta, cluster };
+
 /* mbarrier.try_wait.parity: true once the phase of parity `parity` has
  * completed (a fresh barrier counts its "previous" phase, parity 1, as
- * complete, which is how a producer's first wait on an empty slot passes). */
+ * complete, which is how a producer's first wait on an empty slot passes).
+ * mbar_scope::cluster acquires at cluster scope: for a phase completed by
+ * another CTA's cluster-scope release (mbar_arrive_remote), whose earlier
+ * stores into this CTA's shared memory are then visible. */
+#define FP8MOE__MBAR_TRY_WAIT_ASM(SEM)                                  \
+  "{\n"                                                                 \
+  ".reg .pred p;\n"                                                     \
+  "mbarrier.try_wait.parity" SEM ".shared::cta.b64 p, [%1], %2;\n"      \
+  "selp.u32 %0, 1, 0, p;\n"                                             \
+  "}\n"
+template <mbar_scope S = mbar_scope::cta>
 static __device__ __forceinline__ bool mbar_try_wait(uint64_t *bar, uint32_t parity) {
   uint32_t done = 1;
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile(
-      "{\n"
-      ".reg .pred p;\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-      "selp.u32 %0, 1, 0, p;\n"
-      "}\n"
-      : "=r"(done)
-      : "r"(smem_addr(bar)), "r"(parity)
-      : "memory");
+  if constexpr (S == mbar_scope::cta)
+    asm volatile(FP8MOE__MBAR_TRY_WAIT_ASM("") : "=r"(done) : "r"(smem_addr(bar)), "r"(parity) : "memory");
+  else
+    asm volatile(FP8MOE__MBAR_TRY_WAIT_ASM(".acquire.cluster") : "=r"(done) : "r"(smem_addr(bar)), "r"(parity)
+                 : "memory");
 #endif
   return done != 0;
 }
+#undef FP8MOE__MBAR_TRY_WAIT_ASM
 
+template <mbar_scope S = mbar_scope::cta>
 static __device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
-  while (!mbar_try_wait(bar, parity)) {
+  while (!mbar_try_wait<S>(bar, parity)) {
   }
 }
 
@@ -174,25 +186,20 @@ static __device__ __forceinline__ uint32_t cluster_map(const void *p, uint32_t r
 }
 
 /* One arrival on an mbarrier of another CTA of the cluster (address from
- * cluster_map), with release at CTA scope: no fence, for signals that
- * publish no data of this thread (a consumer's "stage read": its wgmma
- * reads of the stage are complete at the wgmma wait before it). */
-static __device__ __forceinline__ void mbar_arrive_remote_cta(uint32_t cluster_addr) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile("mbarrier.arrive.release.cta.shared::cluster.b64 _, [%0];" ::"r"(cluster_addr) : "memory");
-#else
-  (void)cluster_addr;
-#endif
-}
-
-/* One arrival, with release at cluster scope, on an mbarrier of another CTA
- * of the cluster (address from cluster_map): this thread's earlier stores
- * into that CTA's shared memory are visible to whoever acquires the phase
- * (mbar_wait_cluster). It costs a GPU-wide memory fence (MEMBAR.ALL.GPU in
- * SASS), so it is for rare signals. */
+ * cluster_map). mbar_scope::cta: no fence, for signals that publish no data
+ * of this thread (a consumer's "stage read": its wgmma reads of the stage
+ * are complete at the wgmma wait before it). mbar_scope::cluster: this
+ * thread's earlier stores into that CTA's shared memory are visible to
+ * whoever acquires the phase (mbar_wait<mbar_scope::cluster>); it costs a
+ * GPU-wide memory fence (MEMBAR.ALL.GPU in SASS), so it is for rare
+ * signals. */
+template <mbar_scope S>
 static __device__ __forceinline__ void mbar_arrive_remote(uint32_t cluster_addr) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(cluster_addr) : "memory");
+  if constexpr (S == mbar_scope::cta)
+    asm volatile("mbarrier.arrive.release.cta.shared::cluster.b64 _, [%0];" ::"r"(cluster_addr) : "memory");
+  else
+    asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(cluster_addr) : "memory");
 #else
   (void)cluster_addr;
 #endif
@@ -205,28 +212,6 @@ static __device__ __forceinline__ void st_shared_cluster_u32(uint32_t cluster_ad
   asm volatile("st.shared::cluster.u32 [%0], %1;" ::"r"(cluster_addr), "r"(v) : "memory");
 #else
   (void)cluster_addr; (void)v;
-#endif
-}
-
-/* mbar_wait with acquire at cluster scope: for a phase completed by another
- * CTA's release arrival (mbar_arrive_remote), whose earlier stores into this
- * CTA's shared memory are then visible. */
-static __device__ __forceinline__ void mbar_wait_cluster(uint64_t *bar, uint32_t parity) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n"
-        ".reg .pred p;\n"
-        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
-        "selp.u32 %0, 1, 0, p;\n"
-        "}\n"
-        : "=r"(done)
-        : "r"(smem_addr(bar)), "r"(parity)
-        : "memory");
-  } while (!done);
-#else
-  (void)bar; (void)parity;
 #endif
 }
 

@@ -3,7 +3,8 @@
 # instantiation, the Hopper GEMM kernels use QGMMA (fp8 wgmma), ptxas
 # reports no spill (and no stack frame) for any GEMM kernel of either path
 # or the small-T layer's kernel,
-# and no "Potential Performance Loss" (ptxas serializing the wgmmas).
+# and no "Potential Performance Loss" (ptxas serializing the wgmmas); in the
+# sm_89 and sm_100a builds, no spill in the portable GEMM and small-T kernels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/cuda/bin:$PATH
@@ -26,6 +27,18 @@ awk '
   }
   END { printf "ptxas: %d GEMM and small-T kernels checked, %d with stack or spills\n", n, bad + 0; exit (bad > 0 || n < 6) }
 ' "$obj.ptxas" || fail=1
+for arch in 89 100a; do
+  nvcc -std=c++17 -O3 -Iinclude -gencode "arch=compute_$arch,code=sm_$arch" -Xptxas -v -c tests/sass_check.cu \
+    -o "$obj.$arch" 2>"$obj.$arch.ptxas"
+  awk -v arch="sm_$arch" '
+    /Compiling entry function/ { fn = $0; sub(/.*function .\047?/, "", fn); sub(/\047.*/, "", fn) }
+    /bytes stack frame/ && fn ~ /gemm_mma|small_moe/ {
+      n++
+      if ($0 !~ / 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads/) { print "SPILL (" arch "): " fn ": " $0; bad++ }
+    }
+    END { printf "ptxas %s: %d portable GEMM and small-T kernels checked, %d with stack or spills\n", arch, n, bad + 0; exit (bad > 0 || n < 3) }
+  ' "$obj.$arch.ptxas" || fail=1
+done
 cuobjdump -sass "$obj" >"$obj.sass"
 awk '
   /Function :/ { fn = $3; sm90 = (fn ~ /gemm_sm90/); if (sm90) kernels++ }

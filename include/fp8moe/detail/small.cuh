@@ -450,7 +450,11 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
   const int S1 = small_splits(lists * (I / 16), H / 128, rows, p.part_rows);
   const int S2 = small_splits(lists * (H / 32), I / 128, rows, p.part_rows);
 
-  for (int phase = first_phase; phase <= last_phase; phase++) {
+  /* the phases in straight-line code, not a loop over a switch: no value
+   * stays live from one phase around to the next */
+#pragma unroll
+  for (int phase = 1; phase <= 4; phase++) {
+    if (phase < first_phase || phase > last_phase) continue;
     if (phase > first_phase) cooperative_groups::this_grid().sync(); /* cooperative launch only */
     if (phase == 1) {
       /* GEMM1: task = (list, 16 activation columns, K range) */

@@ -107,6 +107,8 @@ std::vector<variant> variants(bool hopper) {
                              launch_sm90_dynamic<N, K, EPI, sm90_config<D::bn, D::nsub, D::stages, 1, 2>>, true},
                             {"sm90 dynamic, swapped tails 32", launch_sm90_dynamic<N, K, EPI, S32>, true},
                             {"sm90 dynamic, swapped tails 64", launch_sm90_dynamic<N, K, EPI, S64>, true}};
+  v.push_back({"sm90 dynamic, 4 slices of 64 pipelined",
+               launch_sm90_dynamic<N, K, EPI, sm90_config<256, 4, 4, 1, D::half, 0, 1>>, true});
   using C2 = sm90_config<256, 2, 4, 2>;
   v.push_back({"sm90 256, cluster 2, dynamic", launch_sm90_dynamic<N, K, EPI, C2>, true});
   if constexpr (EPI == epilogue::swiglu_quant) {

@@ -439,6 +439,7 @@ using cfg_64 = sm90_config<64, 1, 8>;              /* narrow store tiles: more C
 using cfg_256_swap32 = sm90_config<256, 2, 4, 1, 0, 32>; /* tiles of <= 32 rows with the operands swapped */
 using cfg_256_swap64 = sm90_config<256, 2, 4, 1, 0, 64>;
 using cfg_128_swap32 = sm90_config<128, 1, 6, 1, 0, 32>;
+using cfg_256_pipe = sm90_config<256, 4, 4, 1, 1, 0, 1>; /* 4 slices of 64, two temporaries, pipelined */
 
 Test(gemm_sm90, store_tile_configs) {
   fp8moe_rng r = seeded("store_tile_configs");
@@ -510,6 +511,22 @@ Test(gemm_sm90, swapped_tails) {
   check_same_bits<4096, 7168, epilogue::swiglu_quant, cfg_256_swap32, cfg_256_full>(Q, "swiglu N4096 K7168 swapped 32");
   check_swiglu<4096, 7168, cfg_256_swap64>(Q, reference_gemm(Q), "swiglu N4096 K7168 swapped 64");
   check_same_bits<4096, 7168, epilogue::swiglu_quant, cfg_256_swap64, cfg_256_full>(Q, "swiglu N4096 K7168 swapped 64");
+}
+
+/* the pipelined main loop (two temporaries, FP8MOE_SM90_PIPELINE) gives the
+ * default tile's bits: groups of every size around the tile edges, K of 2
+ * blocks (fewer than the stages) and of 56, both epilogues */
+Test(gemm_sm90, pipelined_slices) {
+  fp8moe_rng r = seeded("pipelined_slices");
+  problem P = make_problem(7168, 2048, {1, 63, 0, 65, 129, 40, 200}, 2, 3, 1, 0, &r);
+  check_store<7168, 2048, epilogue::store_bf16, cfg_256_pipe>(P, reference_gemm(P), "bf16 N7168 K2048 pipelined");
+  check_same_bits<7168, 2048, epilogue::store_bf16, cfg_256_pipe>(P, "bf16 N7168 K2048 pipelined");
+  problem S = make_problem(512, 256, edge_sizes(), 4, 6, 5, 3, &r);
+  check_swiglu<512, 256, cfg_256_pipe>(S, reference_gemm(S), "swiglu N512 K256 G8 edge sizes, pipelined");
+  check_same_bits<512, 256, epilogue::swiglu_quant, cfg_256_pipe>(S, "swiglu N512 K256 G8 pipelined");
+  problem Q = make_problem(4096, 7168, {0, 1, 63, 65, 129, 40, 7, 0, 190}, 1, 2, 3, 2, &r);
+  check_swiglu<4096, 7168, cfg_256_pipe>(Q, reference_gemm(Q), "swiglu N4096 K7168 pipelined");
+  check_same_bits<4096, 7168, epilogue::swiglu_quant, cfg_256_pipe>(Q, "swiglu N4096 K7168 pipelined");
 }
 
 Test(gemm_sm90, swiglu_tile_configs) {

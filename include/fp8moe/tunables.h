@@ -173,6 +173,17 @@
 #define FP8MOE_SM90_CLUSTER 1
 #endif
 
+/* Hopper GEMM main loop of the 256-column tiles: 0 runs each K block as two
+ * 128-column slices, each waited for and then promoted; 1 runs it as four
+ * 64-column slices with two temporaries, one slice's wgmmas in flight while
+ * the one before is promoted (same bits). */
+#ifndef FP8MOE_SM90_PIPELINE
+#define FP8MOE_SM90_PIPELINE 0
+#endif
+#if FP8MOE_SM90_PIPELINE != 0 && FP8MOE_SM90_PIPELINE != 1
+#error "FP8MOE_SM90_PIPELINE: 0 or 1"
+#endif
+
 /* Register split between the producer warpgroup and each of the two
  * consumer warpgroups after setmaxnreg (multiples of 8; producer + 2 x
  * consumer <= 504 so three warpgroups fit 64K registers). The consumers

@@ -148,10 +148,12 @@ static_assert(FP8MOE_SM90_CLUSTER == 1 || FP8MOE_SM90_CLUSTER == 2, "FP8MOE_SM90
  *           the rows on N = SWAP), before the HALF rule is asked; each
  *           element is computed exactly as in a full tile.
  * Registers per consumer thread: BN / 2 accumulators + W / 2 temporaries. */
-template <int BN_, int NSUB_, int STAGES_, int CLUSTER_ = 1, int HALF_ = 0, int SWAP_ = 0>
+template <int BN_, int NSUB_, int STAGES_, int CLUSTER_ = 1, int HALF_ = 0, int SWAP_ = 0, int PIPE_ = 0>
 struct sm90_config {
   static constexpr int bn = BN_, nsub = NSUB_, stages = STAGES_, w = BN_ / NSUB_, cluster = CLUSTER_;
-  static constexpr int half = HALF_, swap = SWAP_;
+  static constexpr int half = HALF_, swap = SWAP_, pipe = PIPE_;
+  static_assert(PIPE_ == 0 || (PIPE_ == 1 && NSUB_ % 2 == 0 && BN_ / 2 + w <= 192),
+                "pipelined slices: an even number of them, two temporaries beside the accumulators");
   static_assert(SWAP_ == 0 || ((SWAP_ == 32 || SWAP_ == 64) && CLUSTER_ == 1 && (BN_ == 128 || BN_ == 256)),
                 "swapped tails: tiles of at most 32 or 64 rows, no clusters, tiles of 128 or 256 columns");
   static_assert(HALF_ >= 0 && HALF_ <= 2, "HALF: 0 never, 1 where groups average <= 64 rows, 2 always");
@@ -201,8 +203,10 @@ template <int N, epilogue EPI>
 struct sm90_tiling {
   static constexpr int nchunk =
       EPI == epilogue::swiglu_quant ? 2 : (N % (128 * FP8MOE_SM90_STORE_CHUNKS) == 0 ? FP8MOE_SM90_STORE_CHUNKS : 1);
-  using config = sm90_config<128 * nchunk, nchunk, nchunk == 2 ? FP8MOE_SM90_STAGES_BN256 : FP8MOE_SM90_STAGES_BN128,
-                             1, FP8MOE_SM90_HALF_TILES, FP8MOE_SM90_SWAP_TAIL_ROWS>;
+  static constexpr bool pipe = FP8MOE_SM90_PIPELINE && nchunk == 2; /* 256 columns as 4 pipelined slices of 64 */
+  using config = sm90_config<128 * nchunk, pipe ? 4 : nchunk,
+                             nchunk == 2 ? FP8MOE_SM90_STAGES_BN256 : FP8MOE_SM90_STAGES_BN128, 1,
+                             FP8MOE_SM90_HALF_TILES, FP8MOE_SM90_SWAP_TAIL_ROWS, pipe ? 1 : 0>;
 };
 
 template <int N, int K, epilogue EPI>
@@ -319,6 +323,46 @@ static __device__ __forceinline__ void sm90_mainloop(float (&acc)[CFG::nsub][CFG
       /* each lane releases the stage after its own reads of it */
       if (c == NSUB - 1) release(ring.stage);
       sm90_promote<EPI, CFG, OFF, NSB>(c, acc[c], tmp, f);
+    }
+    ring.advance();
+  }
+}
+
+/* The main loop with two temporaries (CFG::pipe): inside each K block,
+ * slice c + 1's wgmmas run while slice c is promoted, and slice c + 2 is
+ * issued into c's temporary as soon as it is promoted, so each warpgroup
+ * keeps a batch in flight through all but its last promotion. The block
+ * drains at its end: with wgmmas in flight across the loop's back edge
+ * ptxas cannot prove the promotions read only completed temporaries and
+ * serializes every wgmma (C7514). Every element gets the same products in
+ * the same order as in sm90_mainloop. */
+template <int K, epilogue EPI, class CFG, int OFF, int NSB>
+static __device__ __forceinline__ void sm90_mainloop_pipelined(float (&acc)[CFG::nsub][CFG::w / 2],
+                                                               float (&tmp0)[CFG::w / 2], float (&tmp1)[CFG::w / 2],
+                                                               stage_ring &ring, uint64_t *full,
+                                                               const sm90_release<CFG::cluster> &release,
+                                                               const float *s_scale_a, const float *s_scale_b,
+                                                               uint64_t desc_a0, uint64_t desc_b0, int srow) {
+  constexpr int KB = K / sm90_bk, NSUB = CFG::nsub;
+  constexpr uint32_t stage_bytes = sm90_smem_layout<CFG, EPI>::stage_bytes;
+  float f[2][NSB];
+  for (int kb = 0; kb < KB; kb++) {
+    sm90::mbar_wait(&full[ring.stage], ring.phase);
+    sm90_load_scales(f, s_scale_a, s_scale_b, ring.stage, srow);
+    const uint64_t soff = (uint64_t)((ring.stage * stage_bytes) >> 4);
+    sm90_issue_slice<CFG>(0, tmp0, desc_a0, desc_b0, soff);
+    sm90_issue_slice<CFG>(1, tmp1, desc_a0, desc_b0, soff);
+#pragma unroll
+    for (int c = 0; c < NSUB; c++) {
+      float(&t)[CFG::w / 2] = (c % 2 == 0) ? tmp0 : tmp1;
+      if (c == NSUB - 1)
+        sm90::wgmma_wait<0>();
+      else
+        sm90::wgmma_wait<1>();
+      sm90_fence_regs(t);
+      if (c == NSUB - 1) release(ring.stage); /* each lane after its own reads of the stage */
+      sm90_promote<EPI, CFG, OFF, NSB>(c, acc[c], t, f);
+      if (c + 2 < NSUB) sm90_issue_slice<CFG>(c + 2, t, desc_a0, desc_b0, soff);
     }
     ring.advance();
   }
@@ -792,9 +836,11 @@ __global__ void __launch_bounds__(sm90_threads, 1)
     const int wrow = (warp % 4) * 16 + lane / 4;  /* this thread's first row inside the warpgroup's 64 */
     const uint64_t desc_a0 = sm90::smem_desc_k_sw128(smem + wg * 64 * 128);
     const uint64_t desc_b0 = sm90::smem_desc_k_sw128(smem + sm90_a_bytes);
-    float tmp[W / 2];
+    float tmp[W / 2], tmp_b[CFG::pipe ? W / 2 : 1]; /* tmp_b: the pipelined loop's second temporary */
 #pragma unroll
     for (int i = 0; i < W / 2; i++) tmp[i] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < (CFG::pipe ? W / 2 : 1); i++) tmp_b[i] = 0.0f;
     stage_ring ring(STAGES);
     const sm90_release<CL> release = {empty, CL > 1 ? sm90::cluster_map(empty, rank ^ 1u) : 0u};
 
@@ -839,7 +885,11 @@ __global__ void __launch_bounds__(sm90_threads, 1)
       /* a 192-column store tile starts 0 or 64 columns into a scale block;
        * the two cases are separate instances so the promotion's block
        * choice is a constant */
-      if constexpr (EPI == epilogue::swiglu_quant || BN % 128 == 0) {
+      if constexpr (CFG::pipe) {
+        static_assert(EPI == epilogue::swiglu_quant || BN % 128 == 0, "pipelined slices: tiles of 128-column blocks");
+        sm90_mainloop_pipelined<K, EPI, CFG, 0, NSB>(acc, tmp, tmp_b, ring, full, release, s_scale_a, s_scale_b,
+                                                     desc_a0, desc_b0, wg * 64 + wrow);
+      } else if constexpr (EPI == epilogue::swiglu_quant || BN % 128 == 0) {
         sm90_mainloop<K, EPI, CFG, 0, NSB>(acc, tmp, ring, full, release, s_scale_a, s_scale_b, desc_a0, desc_b0,
                                            wg * 64 + wrow);
       } else {

@@ -176,7 +176,8 @@
 /* Hopper GEMM main loop of the 256-column tiles: 0 runs each K block as two
  * 128-column slices, each waited for and then promoted; 1 runs it as four
  * 64-column slices with two temporaries, one slice's wgmmas in flight while
- * the one before is promoted (same bits). */
+ * the one before is promoted (same bits; 4-7% slower on an H100: each
+ * slice reads its A rows from shared memory again, docs/performance.md). */
 #ifndef FP8MOE_SM90_PIPELINE
 #define FP8MOE_SM90_PIPELINE 0
 #endif

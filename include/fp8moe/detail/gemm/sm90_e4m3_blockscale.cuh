@@ -21,8 +21,9 @@
  *    "gate" rows [I + j0, I + j0 + 128), so every thread holds up and gate
  *    of the same (row, column) in registers and SwiGLU is thread-local.
  *    Other configurations (192-column tiles, 2-CTA clusters with a
- *    multicast weight tile: FP8MOE_SM90_CLUSTER) exist for bench/bench_gemm
- *    and the layer to compare; every configuration gives the same bits.
+ *    multicast weight tile: FP8MOE_SM90_CLUSTER, four pipelined 64-column
+ *    slices: FP8MOE_SM90_PIPELINE) exist for bench/bench_gemm and the layer
+ *    to compare; every configuration gives the same bits.
  *  - Operands are K-major, 128-byte swizzled: a TMA box is 128 bytes of K
  *    (one whole quantization block) by 128 rows, written 1024-byte aligned,
  *    which is exactly the wgmma SW128 K-major canonical layout. A stage holds

@@ -148,7 +148,10 @@ static_assert(FP8MOE_SM90_CLUSTER == 1 || FP8MOE_SM90_CLUSTER == 2, "FP8MOE_SM90
  *           operands swapped (sm90_swapped_tile: the weights on wgmma M,
  *           the rows on N = SWAP), before the HALF rule is asked; each
  *           element is computed exactly as in a full tile.
- * Registers per consumer thread: BN / 2 accumulators + W / 2 temporaries. */
+ *   PIPE    0, or 1: two temporaries, slice c + 1's wgmmas in flight while
+ *           slice c is promoted (sm90_mainloop_pipelined; an even NSUB).
+ * Registers per consumer thread: BN / 2 accumulators + W / 2 temporaries
+ * (W with PIPE). */
 template <int BN_, int NSUB_, int STAGES_, int CLUSTER_ = 1, int HALF_ = 0, int SWAP_ = 0, int PIPE_ = 0>
 struct sm90_config {
   static constexpr int bn = BN_, nsub = NSUB_, stages = STAGES_, w = BN_ / NSUB_, cluster = CLUSTER_;

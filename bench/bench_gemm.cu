@@ -118,6 +118,8 @@ std::vector<variant> variants(bool hopper) {
     v.push_back({"sm90 256, cluster 2", launch_sm90<N, K, EPI, C2>, true});
     v.push_back({"sm90 192, one batch", launch_sm90<N, K, EPI, sm90_config<192, 1, 5>>, true});
     v.push_back({"sm90 128", launch_sm90<N, K, EPI, sm90_config<128, 1, 6, 1, 1>>, true});
+    v.push_back({"sm90 192 x 128, 3 consumer warpgroups, dynamic",
+                 launch_sm90_dynamic<N, K, EPI, sm90_config<128, 1, 5, 1, 0, 0, 0, 3>>, true});
     v.push_back({"sm90 64, 8 stages", launch_sm90<N, K, EPI, sm90_config<64, 1, 8>>, true});
   }
   v.push_back({"portable mma.sync", launch_mma<N, K, EPI>, false});
@@ -439,7 +441,7 @@ int main(int argc, char **argv) {
     auto k = gemm_sm90_e4m3_blockscale_kernel<7168, 2048, epilogue::store_bf16, C2>;
     const int bytes = sm90_smem_layout<C2, epilogue::store_bf16>::dynamic_bytes;
     if (cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess)
-      printf("# 2-CTA clusters co-resident: %d (of %d SMs)\n", sm90_max_active_clusters<2>(k, bytes),
+      printf("# 2-CTA clusters co-resident: %d (of %d SMs)\n", sm90_max_active_clusters<2>(k, C2::threads, bytes),
              prop.multiProcessorCount);
   }
   printf("# %d groups, %d of them with rows; GEMM1 N 4096 K 7168 swiglu_quant, GEMM2 N 7168 K 2048 bf16, MixG2 "

@@ -440,6 +440,7 @@ using cfg_256_swap32 = sm90_config<256, 2, 4, 1, 0, 32>; /* tiles of <= 32 rows 
 using cfg_256_swap64 = sm90_config<256, 2, 4, 1, 0, 64>;
 using cfg_128_swap32 = sm90_config<128, 1, 6, 1, 0, 32>;
 using cfg_256_pipe = sm90_config<256, 4, 4, 1, 1, 0, 1>; /* 4 slices of 64, two temporaries, pipelined */
+using cfg_3wg = sm90_config<128, 1, 5, 1, 0, 0, 0, 3>;  /* 192 x 128 tiles, three consumer warpgroups */
 
 Test(gemm_sm90, store_tile_configs) {
   fp8moe_rng r = seeded("store_tile_configs");
@@ -527,6 +528,20 @@ Test(gemm_sm90, pipelined_slices) {
   problem Q = make_problem(4096, 7168, {0, 1, 63, 65, 129, 40, 7, 0, 190}, 1, 2, 3, 2, &r);
   check_swiglu<4096, 7168, cfg_256_pipe>(Q, reference_gemm(Q), "swiglu N4096 K7168 pipelined");
   check_same_bits<4096, 7168, epilogue::swiglu_quant, cfg_256_pipe>(Q, "swiglu N4096 K7168 pipelined");
+}
+
+/* three consumer warpgroups on 192-row tiles (store epilogues): groups of
+ * every size around the 64-row warpgroup and 192-row tile edges, the
+ * default tile's bits */
+Test(gemm_sm90, three_consumer_warpgroups) {
+  fp8moe_rng r = seeded("three_consumer_warpgroups");
+  problem P = make_problem(7168, 2048, {1, 63, 0, 64, 65, 128, 129, 191, 192, 193, 40, 400}, 2, 3, 1, 0, &r);
+  check_store<7168, 2048, epilogue::store_bf16, cfg_3wg>(P, reference_gemm(P), "bf16 N7168 K2048 3 warpgroups");
+  check_same_bits<7168, 2048, epilogue::store_bf16, cfg_3wg>(P, "bf16 N7168 K2048 3 warpgroups");
+  std::vector<int> s = random_sizes(&r, 33, 450);
+  problem Q = make_problem(384, 256, s, 1, 2, 7, 0, &r);
+  check_store<384, 256, epilogue::store_fp32, cfg_3wg>(Q, reference_gemm(Q), "fp32 N384 K256 G33 3 warpgroups");
+  check_same_bits<384, 256, epilogue::store_fp32, cfg_3wg>(Q, "fp32 N384 K256 G33 3 warpgroups");
 }
 
 Test(gemm_sm90, swiglu_tile_configs) {

@@ -22,8 +22,10 @@
  *    of the same (row, column) in registers and SwiGLU is thread-local.
  *    Other configurations (192-column tiles, 2-CTA clusters with a
  *    multicast weight tile: FP8MOE_SM90_CLUSTER, four pipelined 64-column
- *    slices: FP8MOE_SM90_PIPELINE) exist for bench/bench_gemm and the layer
- *    to compare; every configuration gives the same bits.
+ *    slices: FP8MOE_SM90_PIPELINE, three consumer warpgroups on 192 x 128
+ *    store tiles: 512 threads, 152 registers per consumer thread) exist for
+ *    bench/bench_gemm and the layer to compare; every configuration gives
+ *    the same bits.
  *  - Operands are K-major, 128-byte swizzled: a TMA box is 128 bytes of K
  *    (one whole quantization block) by 128 rows, written 1024-byte aligned,
  *    which is exactly the wgmma SW128 K-major canonical layout. A stage holds
@@ -107,10 +109,8 @@ namespace fp8moe {
 namespace detail {
 
 enum {
-  sm90_threads = 384,          /* 2 consumer warpgroups + 1 producer warpgroup */
-  sm90_bm = 128,               /* rows per CTA tile */
+  sm90_bm = 128,               /* rows per CTA tile (two consumer warpgroups; sm90_config::bm) */
   sm90_bk = 128,               /* K per stage: one quantization block, one 128-byte swizzle row */
-  sm90_a_bytes = 128 * 128,    /* A of one stage: 128 rows x 128 bytes */
   sm90_a_box_rows = 32,        /* A comes in boxes of 32 rows, only as many as the tile has rows */
   sm90_max_groups = gemm_max_groups
 };
@@ -150,12 +150,21 @@ static_assert(FP8MOE_SM90_CLUSTER == 1 || FP8MOE_SM90_CLUSTER == 2, "FP8MOE_SM90
  *           element is computed exactly as in a full tile.
  *   PIPE    0, or 1: two temporaries, slice c + 1's wgmmas in flight while
  *           slice c is promoted (sm90_mainloop_pipelined; an even NSUB).
+ *   CONS    consumer warpgroups, 2, or 3 for 192-row store tiles of 128
+ *           columns: three batches queue for the tensor pipe, one per
+ *           warpgroup, so one warpgroup's promotion leaves two in flight.
  * Registers per consumer thread: BN / 2 accumulators + W / 2 temporaries
  * (W with PIPE). */
-template <int BN_, int NSUB_, int STAGES_, int CLUSTER_ = 1, int HALF_ = 0, int SWAP_ = 0, int PIPE_ = 0>
+template <int BN_, int NSUB_, int STAGES_, int CLUSTER_ = 1, int HALF_ = 0, int SWAP_ = 0, int PIPE_ = 0,
+          int CONS_ = 2>
 struct sm90_config {
   static constexpr int bn = BN_, nsub = NSUB_, stages = STAGES_, w = BN_ / NSUB_, cluster = CLUSTER_;
   static constexpr int half = HALF_, swap = SWAP_, pipe = PIPE_;
+  /* consumer warpgroups, each on 64 rows of the tile: rows per tile, threads per CTA, A bytes per stage */
+  static constexpr int consumers = CONS_, bm = 64 * CONS_, threads = 128 * (CONS_ + 1), a_bytes = bm * 128;
+  static_assert(CONS_ == 2 || (CONS_ == 3 && BN_ == 128 && NSUB_ == 1 && CLUSTER_ == 1 && HALF_ == 0 && SWAP_ == 0 &&
+                               PIPE_ == 0),
+                "three consumer warpgroups: 192 x 128 tiles, one slice, no clusters, half or swapped tiles");
   static_assert(PIPE_ == 0 || (PIPE_ == 1 && NSUB_ % 2 == 0 && BN_ / 2 + w <= 192),
                 "pipelined slices: an even number of them, two temporaries beside the accumulators");
   static_assert(SWAP_ == 0 || ((SWAP_ == 32 || SWAP_ == 64) && CLUSTER_ == 1 && (BN_ == 128 || BN_ == 256)),
@@ -167,9 +176,9 @@ struct sm90_config {
    * tiles of a pair and needs 56 registers, which leaves 224 per consumer */
   static constexpr int producer_regs =
       CLUSTER_ > 1 && FP8MOE_SM90_PRODUCER_REGS < 56 ? 56 : FP8MOE_SM90_PRODUCER_REGS;
-  static constexpr int consumer_regs = FP8MOE_SM90_CONSUMER_REGS < (504 - producer_regs) / 2 / 8 * 8
+  static constexpr int consumer_regs = FP8MOE_SM90_CONSUMER_REGS < (504 - producer_regs) / CONS_ / 8 * 8
                                            ? FP8MOE_SM90_CONSUMER_REGS
-                                           : (504 - producer_regs) / 2 / 8 * 8;
+                                           : (504 - producer_regs) / CONS_ / 8 * 8;
   static_assert(BN_ % NSUB_ == 0 && (w == 64 || w == 96 || w == 128 || w == 192), "slice width 64, 96, 128 or 192");
   static_assert(BN_ / 2 + w / 2 <= 192, "at most 192 accumulator + temporary registers");
 };
@@ -181,10 +190,10 @@ struct sm90_smem_layout {
    * the weight matrix; store: one box per slice) */
   static constexpr int box_rows = EPI == epilogue::swiglu_quant ? 128 : CFG::w;
   static constexpr int boxes = CFG::bn / box_rows;
-  static constexpr int stage_bytes = sm90_a_bytes + CFG::bn * 128;
+  static constexpr int stage_bytes = CFG::a_bytes + CFG::bn * 128;
   static constexpr int barriers_offset = CFG::stages * stage_bytes;
-  static constexpr int scale_a_offset = barriers_offset + 3 * CFG::stages * 8;   /* [STAGES][128] */
-  static constexpr int scale_b_offset = scale_a_offset + CFG::stages * 128 * 4;  /* [STAGES][4] */
+  static constexpr int scale_a_offset = barriers_offset + 3 * CFG::stages * 8;     /* [STAGES][BM] */
+  static constexpr int scale_b_offset = scale_a_offset + CFG::stages * CFG::bm * 4; /* [STAGES][4] */
   static constexpr int prefix_offset = scale_b_offset + CFG::stages * 4 * 4;
   static constexpr int offsets_offset = prefix_offset + (sm90_max_groups + 1) * 4;
   /* [2][64]: half-tile row amax; [8][SWAP]: swapped-tile amax per consumer warp and row */
@@ -290,10 +299,10 @@ struct sm90_release {
 
 /* The stage's scales for this thread's two rows, as products with each
  * weight-scale block: f[r][b] = a_scale[row r] * b_scale[b]. */
-template <int NSB>
+template <int BM, int NSB>
 static __device__ __forceinline__ void sm90_load_scales(float (&f)[2][NSB], const float *s_scale_a,
                                                         const float *s_scale_b, int stage, int srow) {
-  const float sa0 = s_scale_a[stage * 128 + srow], sa1 = s_scale_a[stage * 128 + srow + 8];
+  const float sa0 = s_scale_a[stage * BM + srow], sa1 = s_scale_a[stage * BM + srow + 8];
 #pragma unroll
   for (int b = 0; b < NSB; b++) {
     const float sb = s_scale_b[stage * 4 + b];
@@ -317,7 +326,7 @@ static __device__ __forceinline__ void sm90_mainloop(float (&acc)[CFG::nsub][CFG
   float f[2][NSB];
   for (int kb = 0; kb < KB; kb++) {
     sm90::mbar_wait(&full[ring.stage], ring.phase);
-    sm90_load_scales(f, s_scale_a, s_scale_b, ring.stage, srow); /* into registers before the release */
+    sm90_load_scales<CFG::bm>(f, s_scale_a, s_scale_b, ring.stage, srow); /* into registers before the release */
     const uint64_t soff = (uint64_t)((ring.stage * stage_bytes) >> 4);
 #pragma unroll
     for (int c = 0; c < NSUB; c++) {
@@ -352,7 +361,7 @@ static __device__ __forceinline__ void sm90_mainloop_pipelined(float (&acc)[CFG:
   float f[2][NSB];
   for (int kb = 0; kb < KB; kb++) {
     sm90::mbar_wait(&full[ring.stage], ring.phase);
-    sm90_load_scales(f, s_scale_a, s_scale_b, ring.stage, srow);
+    sm90_load_scales<CFG::bm>(f, s_scale_a, s_scale_b, ring.stage, srow);
     const uint64_t soff = (uint64_t)((ring.stage * stage_bytes) >> 4);
     sm90_issue_slice<CFG>(0, tmp0, desc_a0, desc_b0, soff);
     sm90_issue_slice<CFG>(1, tmp1, desc_a0, desc_b0, soff);
@@ -385,8 +394,8 @@ static __device__ __forceinline__ void sm90_half_tile(const grouped_gemm_params 
   const uint64_t desc_a = sm90::smem_desc_k_sw128(smem);
   /* B rows of this warpgroup's slices inside the stage */
   const int brow0 = SW ? 64 * wg : wg * (BN / 2), brow1 = SW ? 128 + 64 * wg : 0;
-  const uint64_t desc_b[2] = {sm90::smem_desc_k_sw128(smem + sm90_a_bytes + brow0 * 128),
-                              sm90::smem_desc_k_sw128(smem + sm90_a_bytes + brow1 * 128)};
+  const uint64_t desc_b[2] = {sm90::smem_desc_k_sw128(smem + CFG::a_bytes + brow0 * 128),
+                              sm90::smem_desc_k_sw128(smem + CFG::a_bytes + brow1 * 128)};
   /* the weight-scale block of each slice: swiglu up 0, gate 1; store by column */
   const int bsel0 = SW ? 0 : (wg * (BN / 2)) / 128;
   float acc[NS][WH / 2], tmp[WH / 2];
@@ -398,7 +407,7 @@ static __device__ __forceinline__ void sm90_half_tile(const grouped_gemm_params 
   for (int i = 0; i < WH / 2; i++) tmp[i] = 0.0f;
   for (int kb = 0; kb < KB; kb++) {
     sm90::mbar_wait(&full[ring.stage], ring.phase);
-    const float sa0 = s_scale_a[ring.stage * 128 + wrow], sa1 = s_scale_a[ring.stage * 128 + wrow + 8];
+    const float sa0 = s_scale_a[ring.stage * CFG::bm + wrow], sa1 = s_scale_a[ring.stage * CFG::bm + wrow + 8];
     float f[NS][2];
 #pragma unroll
     for (int s = 0; s < NS; s++) {
@@ -502,7 +511,7 @@ static __device__ __forceinline__ void sm90_swapped_tile(const grouped_gemm_para
 #pragma unroll
   for (int mb = 0; mb < MB; mb++) {
     const int wrow0 = SW ? 128 * mb + 64 * wg : (BN / 2) * wg + 64 * mb;
-    desc_w[mb] = sm90::smem_desc_k_sw128(smem + sm90_a_bytes + wrow0 * 128);
+    desc_w[mb] = sm90::smem_desc_k_sw128(smem + CFG::a_bytes + wrow0 * 128);
     bsel[mb] = SW ? mb : wrow0 / 128;
   }
   float acc[MB][TN / 2], tmp[MB][TN / 2];
@@ -516,7 +525,7 @@ static __device__ __forceinline__ void sm90_swapped_tile(const grouped_gemm_para
 #pragma unroll
     for (int j = 0; j < J; j++)
 #pragma unroll
-      for (int e = 0; e < 2; e++) sa[j][e] = s_scale_a[ring.stage * 128 + 8 * j + 2 * q + e];
+      for (int e = 0; e < 2; e++) sa[j][e] = s_scale_a[ring.stage * CFG::bm + 8 * j + 2 * q + e];
 #pragma unroll
     for (int mb = 0; mb < MB; mb++) {
       const float sb = s_scale_b[ring.stage * 4 + bsel[mb]];
@@ -620,7 +629,7 @@ static __device__ __forceinline__ void sm90_swapped_tile(const grouped_gemm_para
 }
 
 template <int N, int K, epilogue EPI, class CFG>
-__global__ void __launch_bounds__(sm90_threads, 1)
+__global__ void __launch_bounds__(CFG::threads, 1)
     gemm_sm90_e4m3_blockscale_kernel(const __grid_constant__ CUtensorMap map_a,
                                      const __grid_constant__ CUtensorMap map_b,
                                      const __grid_constant__ CUtensorMap map_b_extra, const grouped_gemm_params p,
@@ -631,7 +640,7 @@ __global__ void __launch_bounds__(sm90_threads, 1)
   using L = sm90_smem_layout<CFG, EPI>;
   using TS = sm90_tile_shape<N, EPI, CFG>;
   constexpr int KB = K / sm90_bk;
-  constexpr int BN = CFG::bn, NSUB = CFG::nsub, W = CFG::w, STAGES = CFG::stages, CL = CFG::cluster;
+  constexpr int BN = CFG::bn, NSUB = CFG::nsub, W = CFG::w, STAGES = CFG::stages, CL = CFG::cluster, BM = CFG::bm;
   constexpr int NT = TS::n_tiles, NSB = TS::b_scales;
   constexpr uint32_t stage_bytes = L::stage_bytes;
 
@@ -658,7 +667,7 @@ __global__ void __launch_bounds__(sm90_threads, 1)
   if (tid == 0) {
     for (int s = 0; s < STAGES; s++) {
       sm90::mbar_init(&full[s], 1 + 32); /* TMA thread (+ bytes) and the 32 scale lanes */
-      sm90::mbar_init(&empty[s], 8 * 32 + 8 * (CL - 1)); /* every consumer lane (+ each partner warp) */
+      sm90::mbar_init(&empty[s], 128 * CFG::consumers + 8 * (CL - 1)); /* every consumer lane (+ each partner warp) */
       sm90::mbar_init(&item_ready[s], 1);
     }
     for (int j = 0; j < L::claims; j++) sm90::mbar_init((uint64_t *)(smem + L::claim_offset) + j, 1);
@@ -668,9 +677,9 @@ __global__ void __launch_bounds__(sm90_threads, 1)
   if constexpr (CL > 1) sm90::cluster_sync(); /* the partner's barriers exist before any remote use */
   griddep_wait(); /* group offsets and A: written by the kernels before (PDL) */
   griddep_launch_dependents();
-  load_group_offsets<sm90_threads>(p, s_off);
+  load_group_offsets<CFG::threads>(p, s_off);
   __syncthreads();
-  if (warp == 0) build_tile_prefix(s_off, G, sm90_bm, s_prefix, lane);
+  if (warp == 0) build_tile_prefix(s_off, G, BM, s_prefix, lane);
   __syncthreads();
   /* items: (group, column tile, m-tile), or in a cluster (m-tile pair,
    * column tile); this CTA runs items first, first + step, ... */
@@ -681,13 +690,13 @@ __global__ void __launch_bounds__(sm90_threads, 1)
   auto item_of = [&](int w, bool *shared_b) -> work_item {
     if constexpr (CL > 1) {
       const int pair = w / NT, n = w % NT;
-      const work_item mine = decode_tile(2 * pair + (int)rank, n, s_prefix, s_off, G, sm90_bm);
-      const work_item other = decode_tile(2 * pair + (int)(rank ^ 1u), n, s_prefix, s_off, G, sm90_bm);
+      const work_item mine = decode_tile(2 * pair + (int)rank, n, s_prefix, s_off, G, BM);
+      const work_item other = decode_tile(2 * pair + (int)(rank ^ 1u), n, s_prefix, s_off, G, BM);
       *shared_b = mine.g == other.g && mine.row0 < mine.row_end && other.row0 < other.row_end;
       return mine;
     } else {
       *shared_b = false;
-      return decode_item(w, s_prefix, s_off, G, NT, sm90_bm);
+      return decode_item(w, s_prefix, s_off, G, NT, BM);
     }
   };
 
@@ -719,7 +728,7 @@ __global__ void __launch_bounds__(sm90_threads, 1)
     }
   };
 
-  if (warp >= 8) {
+  if (warp >= 4 * CFG::consumers) {
     /* ---- producer warpgroup: warp 8 takes the items in turn and streams
      * their A and B boxes with TMA (one elected thread), warp 9 copies each
      * stage's scales with cp.async; both run up to STAGES K blocks ahead of
@@ -728,7 +737,7 @@ __global__ void __launch_bounds__(sm90_threads, 1)
      * the consumers) and signals item_ready (for warp 9); after the last
      * item, one more stage carries -1: the list is done. ---- */
     sm90::setmaxnreg_dec<CFG::producer_regs>();
-    if (warp == 8) {
+    if (warp == 4 * CFG::consumers) {
       if (sm90::elect_one()) {
         sm90::tma_prefetch_map(&map_a);
         sm90::tma_prefetch_map(&map_b);
@@ -751,7 +760,7 @@ __global__ void __launch_bounds__(sm90_threads, 1)
            * the last box keep stale data: all are masked at the store). A
            * last store tile past column N reads the next weight rows (or
            * zeros), masked the same way. */
-          const int rows = min(it.row_end - it.row0, sm90_bm);
+          const int rows = min(it.row_end - it.row0, BM);
           const int a_boxes = (rows + sm90_a_box_rows - 1) / sm90_a_box_rows;
           /* a cluster partner with no rows loads nothing but keeps its ring in step */
           const uint32_t bytes = (uint32_t)(a_boxes * sm90_a_box_rows * 128 + (rows > 0 ? BN * 128 : 0));
@@ -766,7 +775,7 @@ __global__ void __launch_bounds__(sm90_threads, 1)
                                 it.row0 + b * sm90_a_box_rows);
 #pragma unroll
             for (int c = 0; c < L::boxes; c++) {
-              uint8_t *dst = st + sm90_a_bytes + c * L::box_rows * 128;
+              uint8_t *dst = st + CFG::a_bytes + c * L::box_rows * 128;
               if (CL > 1 && shared_b) { /* box c from rank c % 2, into both CTAs */
                 if (c % CL == (int)rank)
                   sm90::tma_load_2d_multicast(dst, mb, &full[ring.stage], kb * sm90_bk, brow[c], (uint16_t)3);
@@ -792,7 +801,7 @@ __global__ void __launch_bounds__(sm90_threads, 1)
           }
         }
       }
-    } else if (warp == 9) {
+    } else if (warp == 4 * CFG::consumers + 1) {
       stage_ring ring(STAGES);
       int cur = -1, kb = 0;
       work_item it = {0, 0, 0, 0};
@@ -821,9 +830,9 @@ __global__ void __launch_bounds__(sm90_threads, 1)
           bsrc = weights_of_group<N, K>(p, it.g).scale + (long long)nblk * KB;
         }
         const float *asrc = p.a_scale + (long long)kb * p.a_scale_ld;
-        const uint32_t sa = smem_addr(s_scale_a + ring.stage * 128);
+        const uint32_t sa = smem_addr(s_scale_a + ring.stage * BM);
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; i < BM / 32; i++) {
           const int r = it.row0 + lane + 32 * i;
           const bool ok = r < it.row_end;
           ptx::cp_async_4(sa + 4 * (lane + 32 * i), ok ? asrc + r : p.a_scale, ok);
@@ -836,10 +845,10 @@ __global__ void __launch_bounds__(sm90_threads, 1)
   } else {
     /* ---- consumer warpgroups: wgmma, promotion, epilogue ---- */
     sm90::setmaxnreg_inc<CFG::consumer_regs>();
-    const int wg = warp / 4;               /* 0 or 1: rows [64wg, 64wg + 64) of the tile */
+    const int wg = warp / 4;               /* rows [64wg, 64wg + 64) of the tile */
     const int wrow = (warp % 4) * 16 + lane / 4;  /* this thread's first row inside the warpgroup's 64 */
     const uint64_t desc_a0 = sm90::smem_desc_k_sw128(smem + wg * 64 * 128);
-    const uint64_t desc_b0 = sm90::smem_desc_k_sw128(smem + sm90_a_bytes);
+    const uint64_t desc_b0 = sm90::smem_desc_k_sw128(smem + CFG::a_bytes);
     float tmp[W / 2], tmp_b[CFG::pipe ? W / 2 : 1]; /* tmp_b: the pipelined loop's second temporary */
 #pragma unroll
     for (int i = 0; i < W / 2; i++) tmp[i] = 0.0f;
@@ -1001,7 +1010,7 @@ static inline bool sm90_make_operand_map(CUtensorMap *map, const void *base, uns
  * below sm_count / CL): the persistent grid. Asked once per device and
  * kernel; 0 when the query fails. */
 template <int CL, class Kernel>
-static inline int sm90_max_active_clusters(Kernel kernel, int smem_bytes) {
+static inline int sm90_max_active_clusters(Kernel kernel, int threads, int smem_bytes) {
   enum { max_devices = 64 };
   static std::atomic<int> cache[max_devices];
   int dev = 0;
@@ -1020,7 +1029,7 @@ static inline int sm90_max_active_clusters(Kernel kernel, int smem_bytes) {
   attr.val.clusterDim.z = 1;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(CL);
-  cfg.blockDim = dim3(sm90_threads);
+  cfg.blockDim = dim3(threads);
   cfg.dynamicSmemBytes = (size_t)smem_bytes;
   cfg.attrs = &attr;
   cfg.numAttrs = 1;
@@ -1081,11 +1090,11 @@ fp8moe_status gemm_sm90_launch_config(const grouped_gemm_params &p, cudaStream_t
   FP8MOE__CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::dynamic_bytes));
   /* m-tiles are at most ceil(m_total / 128) + num_groups; clusters pair them */
   const long long items_bound =
-      (long long)TS::n_tiles * ((ceil_div(p.m_total, sm90_bm) + p.num_groups + CL - 1) / CL);
-  const int slots = CL > 1 ? sm90_max_active_clusters<CL>(kernel, L::dynamic_bytes) : dev.sm_count;
+      (long long)TS::n_tiles * ((ceil_div(p.m_total, CFG::bm) + p.num_groups + CL - 1) / CL);
+  const int slots = CL > 1 ? sm90_max_active_clusters<CL>(kernel, CFG::threads, L::dynamic_bytes) : dev.sm_count;
   if (slots < 1) return FP8MOE_ERROR_UNSUPPORTED_DEVICE;
   const int grid = CL * (int)(items_bound < slots ? items_bound : slots);
-  FP8MOE__CHECK_CUDA(launch_kernel_ex(kernel, dim3(grid), dim3(sm90_threads), L::dynamic_bytes, stream, pdl,
+  FP8MOE__CHECK_CUDA(launch_kernel_ex(kernel, dim3(grid), dim3(CFG::threads), L::dynamic_bytes, stream, pdl,
                                       (unsigned)CL, false, map_a, map_b, map_b_extra, p, half_rows));
   return FP8MOE_OK;
 }

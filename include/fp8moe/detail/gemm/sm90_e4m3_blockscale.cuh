@@ -1146,6 +1146,10 @@ fp8moe_status gemm_sm90_launch(const grouped_gemm_params &p, cudaStream_t stream
         return gemm_sm90_launch_config<N, K, EPI, C64>(p, stream, pdl);
       }
     }
+    if constexpr (FP8MOE_SM90_STORE_CONSUMERS == 3 && EPI != epilogue::swiglu_quant) {
+      if (!sm90_decode_sized(p)) /* 192 x 128 tiles, three consumer warpgroups */
+        return gemm_sm90_launch_config<N, K, EPI, sm90_config<128, 1, 5, 1, 0, 0, 0, 3>>(p, stream, pdl);
+    }
     if constexpr (FP8MOE_SM90_CLUSTER == 2 && D::bn % 128 == 0) {
       if (!sm90_decode_sized(p))
         return gemm_sm90_launch_config<N, K, EPI, sm90_config<D::bn, D::nsub, D::stages, 2>>(p, stream, pdl);

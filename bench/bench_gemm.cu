@@ -119,7 +119,7 @@ std::vector<variant> variants(bool hopper) {
     v.push_back({"sm90 192, one batch", launch_sm90<N, K, EPI, sm90_config<192, 1, 5>>, true});
     v.push_back({"sm90 128", launch_sm90<N, K, EPI, sm90_config<128, 1, 6, 1, 1>>, true});
     v.push_back({"sm90 192 x 128, 3 consumer warpgroups, dynamic",
-                 launch_sm90_dynamic<N, K, EPI, sm90_config<128, 1, 5, 1, 0, 0, 0, 3>>, true});
+                 launch_sm90_dynamic<N, K, EPI, sm90_config_3wg>, true});
     v.push_back({"sm90 64, 8 stages", launch_sm90<N, K, EPI, sm90_config<64, 1, 8>>, true});
   }
   v.push_back({"portable mma.sync", launch_mma<N, K, EPI>, false});

@@ -440,7 +440,7 @@ using cfg_256_swap32 = sm90_config<256, 2, 4, 1, 0, 32>; /* tiles of <= 32 rows 
 using cfg_256_swap64 = sm90_config<256, 2, 4, 1, 0, 64>;
 using cfg_128_swap32 = sm90_config<128, 1, 6, 1, 0, 32>;
 using cfg_256_pipe = sm90_config<256, 4, 4, 1, 1, 0, 1>; /* 4 slices of 64, two temporaries, pipelined */
-using cfg_3wg = sm90_config<128, 1, 5, 1, 0, 0, 0, 3>;  /* 192 x 128 tiles, three consumer warpgroups */
+using cfg_3wg = sm90_config_3wg; /* 192 x 128 tiles, three consumer warpgroups */
 
 Test(gemm_sm90, store_tile_configs) {
   fp8moe_rng r = seeded("store_tile_configs");

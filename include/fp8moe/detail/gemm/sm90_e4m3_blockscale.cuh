@@ -11,7 +11,9 @@
  *    cp.async, warps 10-11 exit. ptxas caps the kernel at 168 registers
  *    (65536 / 384) and allocates each branch up to its setmaxnreg value;
  *    40/232 is the split with no spills (tunables.h:
- *    FP8MOE_SM90_PRODUCER_REGS / _CONSUMER_REGS).
+ *    FP8MOE_SM90_PRODUCER_REGS / _CONSUMER_REGS). With three consumer
+ *    warpgroups (CONS in sm90_config) the CTA has 512 threads, warpgroup 3
+ *    produces (warps 12 and 13) and the consumers get 152 registers.
  *  - A CTA tile is BM = 128 rows x BN columns (sm90_config below); consumer
  *    warpgroup w owns rows [64w, 64w + 64) and all BN columns, computed as
  *    NSUB slices of W = BN / NSUB columns (one wgmma batch each). The
@@ -208,6 +210,10 @@ struct sm90_smem_layout {
   static_assert((box_rows * 128) % 1024 == 0, "B boxes keep the 1024-byte swizzle-atom alignment");
   static_assert(dynamic_bytes <= 227 * 1024, "the Hopper stage counts (tunables.h) exceed 227 KiB of shared memory");
 };
+
+/* The store tile of three consumer warpgroups (FP8MOE_SM90_STORE_CONSUMERS):
+ * 192 rows x 128 columns, five stages of 40 KB. */
+using sm90_config_3wg = sm90_config<128, 1, 5, 1, 0, 0, 0, 3>;
 
 /* The default configuration per shape and epilogue (tunables.h): swiglu
  * pairs up and gate in two 128-column slices; the store epilogues take 256
@@ -652,7 +658,7 @@ __global__ void __launch_bounds__(CFG::threads, 1)
   uint8_t *smem = smem_raw + ((1024u - (smem_addr(smem_raw) & 1023u)) & 1023u);
   uint64_t *full = (uint64_t *)(smem + L::barriers_offset);
   uint64_t *empty = full + STAGES;
-  uint64_t *item_ready = empty + STAGES; /* the TMA thread -> warp 9: s_item of the stage is written */
+  uint64_t *item_ready = empty + STAGES; /* the TMA thread -> the scale warp: s_item of the stage is written */
   float *s_scale_a = (float *)(smem + L::scale_a_offset);
   float *s_scale_b = (float *)(smem + L::scale_b_offset);
   int *s_prefix = (int *)(smem + L::prefix_offset);
@@ -729,12 +735,13 @@ __global__ void __launch_bounds__(CFG::threads, 1)
   };
 
   if (warp >= 4 * CFG::consumers) {
-    /* ---- producer warpgroup: warp 8 takes the items in turn and streams
-     * their A and B boxes with TMA (one elected thread), warp 9 copies each
-     * stage's scales with cp.async; both run up to STAGES K blocks ahead of
+    /* ---- producer warpgroup (the one after the consumers): its first warp
+     * takes the items in turn and streams their A and B boxes with TMA (one
+     * elected thread), its second (the scale warp) copies each stage's
+     * scales with cp.async; both run up to STAGES K blocks ahead of
      * the consumers, so no load latency is on their path. The TMA thread
      * writes each stage's item into s_item before it arms the stage (for
-     * the consumers) and signals item_ready (for warp 9); after the last
+     * the consumers) and signals item_ready (for the scale warp); after the last
      * item, one more stage carries -1: the list is done. ---- */
     sm90::setmaxnreg_dec<CFG::producer_regs>();
     if (warp == 4 * CFG::consumers) {
@@ -1043,7 +1050,8 @@ static inline int sm90_max_active_clusters(Kernel kernel, int threads, int smem_
 }
 
 /* Calls whose groups average at most 64 rows (decode sizes): they run the
- * half tiles (HALF 1), larger calls the clusters (FP8MOE_SM90_CLUSTER). */
+ * half tiles (HALF 1), larger calls the clusters (FP8MOE_SM90_CLUSTER) or
+ * the three-warpgroup store tiles (FP8MOE_SM90_STORE_CONSUMERS). */
 static inline bool sm90_decode_sized(const grouped_gemm_params &p) {
   return (long long)p.m_total <= 64LL * p.num_groups;
 }
@@ -1088,7 +1096,7 @@ fp8moe_status gemm_sm90_launch_config(const grouped_gemm_params &p, cudaStream_t
   const int half_rows = CFG::half == 2 || (CFG::half == 1 && sm90_decode_sized(p)) ? 64 : 0;
   auto kernel = gemm_sm90_e4m3_blockscale_kernel<N, K, EPI, CFG>;
   FP8MOE__CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::dynamic_bytes));
-  /* m-tiles are at most ceil(m_total / 128) + num_groups; clusters pair them */
+  /* m-tiles are at most ceil(m_total / BM) + num_groups; clusters pair them */
   const long long items_bound =
       (long long)TS::n_tiles * ((ceil_div(p.m_total, CFG::bm) + p.num_groups + CL - 1) / CL);
   const int slots = CL > 1 ? sm90_max_active_clusters<CL>(kernel, CFG::threads, L::dynamic_bytes) : dev.sm_count;
@@ -1147,8 +1155,8 @@ fp8moe_status gemm_sm90_launch(const grouped_gemm_params &p, cudaStream_t stream
       }
     }
     if constexpr (FP8MOE_SM90_STORE_CONSUMERS == 3 && EPI != epilogue::swiglu_quant) {
-      if (!sm90_decode_sized(p)) /* 192 x 128 tiles, three consumer warpgroups */
-        return gemm_sm90_launch_config<N, K, EPI, sm90_config<128, 1, 5, 1, 0, 0, 0, 3>>(p, stream, pdl);
+      if (!sm90_decode_sized(p))
+        return gemm_sm90_launch_config<N, K, EPI, sm90_config_3wg>(p, stream, pdl);
     }
     if constexpr (FP8MOE_SM90_CLUSTER == 2 && D::bn % 128 == 0) {
       if (!sm90_decode_sized(p))

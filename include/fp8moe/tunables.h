@@ -180,7 +180,9 @@
  * slice reads its A rows from shared memory again, docs/performance.md). */
 /* Consumer warpgroups of the Hopper store GEMM (GEMM2) in calls whose
  * groups average more than 64 rows: 2, tiles of 128 rows x 256 columns; 3,
- * tiles of 192 x 128, one warpgroup per 64 rows (same bits). */
+ * tiles of 192 x 128, one warpgroup per 64 rows (same bits; 3-7% slower in
+ * the layer at T >= 4096: the 192-row tiles read 11% more bytes per FLOP
+ * and pad groups of about 128 rows, docs/performance.md). */
 #ifndef FP8MOE_SM90_STORE_CONSUMERS
 #define FP8MOE_SM90_STORE_CONSUMERS 2
 #endif

@@ -558,14 +558,15 @@ static fp8moe_status small_launch(const small_params &p, cudaStream_t s, const d
   const size_t smem = (size_t)warps * FP8MOE_SMALL_STAGES * small_slot_bytes;
   FP8MOE__CHECK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
   const dim3 grid((unsigned)dev.sm_count), block((unsigned)(warps * 32));
-  if (!FP8MOE_SMALL_COOPERATIVE) {
-    for (int phase = 1; phase <= 4; phase++)
-      FP8MOE__CHECK_CUDA(launch_kernel(kernel, grid, block, smem, s, phase == 1 ? pdl_first : pdl, p, phase, phase));
-    return FP8MOE_OK;
-  }
+#if !FP8MOE_SMALL_COOPERATIVE
+  for (int phase = 1; phase <= 4; phase++)
+    FP8MOE__CHECK_CUDA(launch_kernel(kernel, grid, block, smem, s, phase == 1 ? pdl_first : pdl, p, phase, phase));
+#else
   /* one CTA per SM (launch bounds, shared memory): all resident. The
    * cooperative launch is made without PDL. */
+  (void)pdl_first; (void)pdl;
   FP8MOE__CHECK_CUDA(launch_kernel_ex(kernel, grid, block, smem, s, false, 1u, true, p, 1, 4));
+#endif
   return FP8MOE_OK;
 }
 

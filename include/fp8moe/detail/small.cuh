@@ -368,64 +368,63 @@ static __device__ __forceinline__ void small_gemm_phase(int ntasks, int gw, int 
   ptx::cp_async_wait<0>();
 }
 
-/* The combine phase: thread per (token, 8 output columns). A token's rows
- * (its slots with a local expert, then the shared experts) are taken G at
- * a time, and for each split the G rows' partials are loaded together
- * before they are added, so a thread waits on ceil(rows / G) * S2 loads in
- * turn rather than rows * S2; every sum keeps its order. (G = 4 spills
- * registers in the Mixtral-style instantiation.) */
+/* The combine phase: P lanes per (token, 8 output columns), P the power of
+ * two >= the token's entries (its K slots, then the shared experts), so a
+ * warp holds 32 / P such items and consecutive warps of items run on
+ * different SMs. Lane e loads entry e's partials, four splits at a time,
+ * adds them in split order and rounds the sum to bf16 (GEMM2's value of the
+ * row); the item's first lane then takes the entries in order through
+ * shuffles and adds each with its weight, so every sum keeps the combine
+ * kernel's order while the loads of all entries and splits are in flight
+ * together. */
 template <int K, int H>
-static __device__ __forceinline__ void small_combine(const small_params &p, const small_plan &pl, int S2, int ld) {
-  constexpr int G = 2;
-  const int T = p.num_tokens, rows = pl.rows, nr = K + p.num_shared;
-  for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < T * (H / 8); idx += gridDim.x * blockDim.x) {
-    const int t = idx / (H / 8), c = (idx % (H / 8)) * 8;
-    /* row of entry i of the token: slot i < K, then shared expert i - K; -1 without a row */
-    auto row_of = [&](int i) {
-      return i < K ? pl.slot_row[t * K + i] : pl.list_off[pl.num_lists - p.num_shared + (i - K)] + t;
-    };
-    float acc[8];
+static __device__ __forceinline__ void small_combine(const small_params &p, const small_plan &pl, int S2, int ld,
+                                                     int gw, int nwarps) {
+  const int T = p.num_tokens, rows = pl.rows, nr = K + p.num_shared, lane = threadIdx.x & 31;
+  int P = 1;
+  while (P < nr) P *= 2;
+  const int per_warp = 32 / P, sub = lane / P, e = lane % P, n = T * (H / 8);
+  for (int base = gw * per_warp; base < n; base += nwarps * per_warp) { /* warp-uniform */
+    const int item = base + sub, t = item / (H / 8), c = (item % (H / 8)) * 8;
+    int row = -1; /* entry e's row: slot e < K, then shared expert e - K; -1 without one */
+    if (item < n && e < nr)
+      row = e < K ? pl.slot_row[t * K + e] : pl.list_off[pl.num_lists - p.num_shared + (e - K)] + t;
+    float y[8];
 #pragma unroll
-    for (int i = 0; i < 8; i++) acc[i] = 0.0f;
-    for (int i = 0;;) {
-      int row[G], entry[G];
+    for (int i = 0; i < 8; i++) y[i] = 0.0f;
+    if (row >= 0) {
+      for (int s0 = 0; s0 < S2; s0 += 4) {
+        float4 lo[4], hi[4];
 #pragma unroll
-      for (int j = 0; j < G; j++) { /* the next G entries that have a row */
-        while (i < nr && row_of(i) < 0) i++;
-        entry[j] = i;
-        row[j] = i < nr ? row_of(i) : -1;
-        i++;
-      }
-      if (row[0] < 0) break;
-      float y[G][8];
-#pragma unroll
-      for (int j = 0; j < G; j++)
-#pragma unroll
-        for (int e = 0; e < 8; e++) y[j][e] = 0.0f;
-      for (int sp = 0; sp < S2; sp++) {
-        float4 lo[G], hi[G];
-#pragma unroll
-        for (int j = 0; j < G; j++) { /* a missing row reads row[0] again, unused */
-          const float *src = p.part + ((long long)sp * rows + (row[j] < 0 ? row[0] : row[j])) * ld + c;
+        for (int j = 0; j < 4; j++) { /* past S2: split 0 again, not added */
+          const float *src = p.part + ((long long)(s0 + j < S2 ? s0 + j : 0) * rows + row) * ld + c;
           lo[j] = *reinterpret_cast<const float4 *>(src);
           hi[j] = *reinterpret_cast<const float4 *>(src + 4);
         }
 #pragma unroll
-        for (int j = 0; j < G; j++) {
-          y[j][0] += lo[j].x; y[j][1] += lo[j].y; y[j][2] += lo[j].z; y[j][3] += lo[j].w;
-          y[j][4] += hi[j].x; y[j][5] += hi[j].y; y[j][6] += hi[j].z; y[j][7] += hi[j].w;
+        for (int j = 0; j < 4; j++) {
+          if (s0 + j >= S2) continue;
+          y[0] += lo[j].x; y[1] += lo[j].y; y[2] += lo[j].z; y[3] += lo[j].w;
+          y[4] += hi[j].x; y[5] += hi[j].y; y[6] += hi[j].z; y[7] += hi[j].w;
         }
       }
-#pragma unroll
-      for (int j = 0; j < G; j++) {
-        if (row[j] < 0) continue;
 #pragma unroll /* GEMM2's bf16 value of the row */
-        for (int e = 0; e < 8; e++) y[j][e] = bf16_bits_to_float(float_to_bf16_bits(y[j][e]));
-        if (entry[j] < K) combine_add_slot(acc, pl.slot_weight[t * K + entry[j]], y[j]);
-        else combine_add_shared(acc, y[j]);
-      }
+      for (int i = 0; i < 8; i++) y[i] = bf16_bits_to_float(float_to_bf16_bits(y[i]));
     }
-    *reinterpret_cast<uint4 *>(p.out + (long long)t * H + c) = pack_bf16x8(acc);
+    float acc[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) acc[i] = 0.0f;
+    for (int k = 0; k < nr; k++) { /* the entries in order, from their lanes */
+      const int src = sub * P + k;
+      const int rk = __shfl_sync(0xffffffffu, row, src);
+      float v[8];
+#pragma unroll
+      for (int i = 0; i < 8; i++) v[i] = __shfl_sync(0xffffffffu, y[i], src);
+      if (rk < 0) continue;
+      if (k < K) combine_add_slot(acc, pl.slot_weight[t * K + k], v);
+      else combine_add_shared(acc, v);
+    }
+    if (e == 0 && item < n) *reinterpret_cast<uint4 *>(p.out + (long long)t * H + c) = pack_bf16x8(acc);
   }
 }
 
@@ -532,7 +531,7 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
       };
       small_gemm_phase<I>(lists * R * S2, gw, nwarps, ring, task_of);
     } else {
-      small_combine<K, H>(p, pl, S2, ld);
+      small_combine<K, H>(p, pl, S2, ld, gw, nwarps);
     }
   }
 }

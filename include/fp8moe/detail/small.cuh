@@ -89,6 +89,7 @@ enum {
 static_assert(FP8MOE_SMALL_MAX_TOKENS >= 0 && FP8MOE_SMALL_MAX_TOKENS <= 8,
               "FP8MOE_SMALL_MAX_TOKENS: 0 (off) to 8 (one n8 tile of tokens per expert)");
 static_assert(small_max_slots <= 128, "the plan takes one of the first 128 threads per slot");
+static_assert(FP8MOE_MAX_TOP_K + FP8MOE_MAX_SHARED_EXPERTS <= 32, "the combine takes a lane per entry of a token");
 static_assert(FP8MOE_SMALL_STAGES >= 2 && FP8MOE_SMALL_STAGES <= 6, "FP8MOE_SMALL_STAGES: 2..6");
 
 struct small_params {

@@ -173,11 +173,6 @@
 #define FP8MOE_SM90_CLUSTER 1
 #endif
 
-/* Hopper GEMM main loop of the 256-column tiles: 0 runs each K block as two
- * 128-column slices, each waited for and then promoted; 1 runs it as four
- * 64-column slices with two temporaries, one slice's wgmmas in flight while
- * the one before is promoted (same bits; 4-7% slower on an H100: each
- * slice reads its A rows from shared memory again, docs/performance.md). */
 /* Consumer warpgroups of the Hopper store GEMM (GEMM2) in calls whose
  * groups average more than 64 rows: 2, tiles of 128 rows x 256 columns; 3,
  * tiles of 192 x 128, one warpgroup per 64 rows (same bits; 3-7% slower in
@@ -190,6 +185,11 @@
 #error "FP8MOE_SM90_STORE_CONSUMERS: 2 or 3"
 #endif
 
+/* Hopper GEMM main loop of the 256-column tiles: 0 runs each K block as two
+ * 128-column slices, each waited for and then promoted; 1 runs it as four
+ * 64-column slices with two temporaries, one slice's wgmmas in flight while
+ * the one before is promoted (same bits; 4-7% slower on an H100: each
+ * slice reads its A rows from shared memory again, docs/performance.md). */
 #ifndef FP8MOE_SM90_PIPELINE
 #define FP8MOE_SM90_PIPELINE 0
 #endif

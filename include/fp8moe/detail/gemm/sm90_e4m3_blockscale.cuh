@@ -111,7 +111,6 @@ namespace fp8moe {
 namespace detail {
 
 enum {
-  sm90_bm = 128,               /* rows per CTA tile (two consumer warpgroups; sm90_config::bm) */
   sm90_bk = 128,               /* K per stage: one quantization block, one 128-byte swizzle row */
   sm90_a_box_rows = 32,        /* A comes in boxes of 32 rows, only as many as the tile has rows */
   sm90_max_groups = gemm_max_groups
@@ -1146,7 +1145,7 @@ fp8moe_status gemm_sm90_launch(const grouped_gemm_params &p, cudaStream_t stream
       using C64 = sm90_config<64, 1, FP8MOE_SM90_STAGES_BN64>;
       device_info dev;
       FP8MOE__GET_DEVICE_INFO(dev);
-      const long long m_tiles = (p.m_total < p.num_groups ? p.m_total : p.num_groups) + p.m_total / sm90_bm;
+      const long long m_tiles = (p.m_total < p.num_groups ? p.m_total : p.num_groups) + p.m_total / D::bm;
       const long long want = ((long long)FP8MOE_SM90_NARROW_TILE_PCT * dev.sm_count + 99) / 100;
       if (m_tiles * sm90_tile_shape<N, EPI, D>::n_tiles < want) {
         if (D::bn > 128 && m_tiles * sm90_tile_shape<N, EPI, C128>::n_tiles >= want)

@@ -81,6 +81,7 @@ void run_front(const front_bufs &b, const char *what) {
   dp.slot_expert = b.slot_expert;
   dp.slot_weight = b.slot_weight;
   dp.expert_count = b.expert_count;
+  dp.slot_rank = b.slot_row;
   dp.invalid_id_count = b.invalid;
   fp8moe_status st = decode_topk_launch<E>(dp, 0);
   cr_assert_eq(st, FP8MOE_OK, "%s: decode_topk_launch: %s", what, fp8moe_status_string(st));
@@ -94,7 +95,6 @@ void run_front(const front_bufs &b, const char *what) {
   pp.x_scale = b.x_scale;
   pp.slot_expert = b.slot_expert;
   pp.expert_offset = b.expert_offset;
-  pp.cursor = b.expert_count;
   pp.slot_row = b.slot_row;
   pp.x_perm = b.x_perm;
   pp.x_perm_scale = b.x_perm_scale;
@@ -326,7 +326,7 @@ void check_front(fp8moe_rng *rng, const front_case &c) {
     cr_assert_eq(g_invalid, counter0 + invalid, "%s: invalid-id counter %d, want %d + %d", what, g_invalid, counter0,
                  invalid);
 
-  /* ---- scan: counts (the cursors after permute) and offsets ---- */
+  /* ---- scan: the counts (left as decode made them) and offsets ---- */
   for (int e = 0; e < c.E_loc; e++)
     cr_assert_eq(g_cnt[e], count[e], "%s: expert %d: count %d after permute, want %d", what, e, g_cnt[e], count[e]);
   for (int e = 0; e <= c.E_loc + S; e++)

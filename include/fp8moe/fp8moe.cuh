@@ -119,6 +119,7 @@ static fp8moe_status moe_front(const fp8moe_args *a, char *ws, const fp8moe_work
   dp.slot_expert = slot_expert;
   dp.slot_weight = slot_weight;
   dp.expert_count = expert_count;
+  dp.slot_rank = reinterpret_cast<int *>(ws + L.slot_row); /* permute_rows turns each rank into its row */
   if (!routed) {
     /* route into the slot buffers as global ids + fp32 weights (and the
      * replay outputs, if asked), then decode them in place */
@@ -140,7 +141,6 @@ static fp8moe_status moe_front(const fp8moe_args *a, char *ws, const fp8moe_work
   pp.x_scale = a->hidden_states_scale;
   pp.slot_expert = slot_expert;
   pp.expert_offset = expert_offset;
-  pp.cursor = expert_count;
   pp.slot_row = reinterpret_cast<int *>(ws + L.slot_row);
   pp.x_perm = reinterpret_cast<uint8_t *>(ws + L.x_perm);
   pp.x_perm_scale = reinterpret_cast<float *>(ws + L.x_perm_scale);

@@ -18,7 +18,8 @@
  *   buffer          type   shape                 written by
  *   slot_expert     int32  [T*K]   local expert of (t,k), or -1   decode/route
  *   slot_weight     fp32   [T*K]   routing weight of (t,k)        decode/route
- *   slot_row        int32  [T*K]   GEMM row of (t,k), or -1       permute
+ *   slot_row        int32  [T*K]   rank in its expert, then       decode, permute
+ *                                  GEMM row of (t,k), or -1
  *   expert_count    int32  [E]     rows per local expert          decode/route (atomics)
  *   expert_offset   int32  [E+1+S] exclusive scan of the counts, then the shared groups   scan
  *   tile_counter    int32  [4]     the Hopper GEMMs' work counters, 2 each  zeroed by scan

@@ -3,19 +3,21 @@
  * Three short kernels, each one pass:
  *   1. decode_topk: the routed input (packed, or ids + fp32/bf16 weights) ->
  *      slot_expert (local expert or -1) and slot_weight per (t, k); counts
- *      rows per local expert (atomics) and invalid global ids (the optional
- *      device counter). The non-routed path runs it in place over the
- *      routing kernel's output. Ids outside [0, E) are never used as an
- *      index: they become -1 before anything is read through them.
+ *      rows per local expert (atomics), each local slot keeping its place
+ *      in its expert's count (its rank, in slot_row), and invalid global ids
+ *      (the optional device counter). The non-routed path runs it in place
+ *      over the routing kernel's output. Ids outside [0, E) are never used
+ *      as an index: they become -1 before anything is read through them.
  *   2. scan_expert_counts: one block, cub::BlockScan over the E_loc counts ->
- *      expert_offset[0..E_loc]; it zeroes the counts again, which then serve
- *      as per-expert cursors. With S shared experts it appends their groups,
- *      T rows each after the routed rows: expert_offset[E_loc + s] =
+ *      expert_offset[0..E_loc]. With S shared experts it appends their
+ *      groups, T rows each after the routed rows: expert_offset[E_loc + s] =
  *      routed rows + s*T, s = 1..S.
- *   3. permute_rows: each local slot takes a row (offset + cursor), records
- *      it in slot_row, and copies its token's fp8 row (16-byte vectors)
- *      and 1x128 scales into x_perm / x_perm_scale; each (shared expert s,
- *      token t) copies token t into row expert_offset[E_loc] + s*T + t.
+ *   3. permute_rows: a warp per slot; a local slot's row is its expert's
+ *      offset + its rank, recorded in slot_row in place of the rank, and the
+ *      warp copies its token's fp8 row (16-byte vectors, four per lane in
+ *      flight) and 1x128 scales into x_perm / x_perm_scale; each (shared
+ *      expert s, token t) copies token t into row expert_offset[E_loc] +
+ *      s*T + t. No atomics and no block barrier on the copy's path.
  * The order of rows inside an expert depends on atomic ordering; the output
  * does not, because every row's GEMM result is independent of where the row
  * sits and the combine sums each token's slots in slot order.
@@ -40,6 +42,7 @@ struct decode_params {
   int *slot_expert = nullptr;              /* out: local expert or -1 (may alias ids) */
   float *slot_weight = nullptr;            /* out (may alias weights when fp32) */
   int *expert_count = nullptr;             /* [E_loc], zeroed before */
+  int *slot_rank = nullptr;                /* out: [T*K] place of a local slot in its expert, or -1 */
   int *invalid_id_count = nullptr;         /* optional */
 };
 
@@ -75,7 +78,8 @@ __global__ void decode_topk_kernel(decode_params p) {
   bool invalid;
   const int local = decode_slot<E>(p, i, &w, &invalid);
   if (invalid && p.invalid_id_count) atomicAdd(p.invalid_id_count, 1);
-  if (local >= 0) atomicAdd(&p.expert_count[local], 1);
+  const int rank = local >= 0 ? atomicAdd(&p.expert_count[local], 1) : -1;
+  if (p.slot_rank) p.slot_rank[i] = rank;
   p.slot_expert[i] = local;
   p.slot_weight[i] = w;
 }
@@ -102,10 +106,7 @@ static __global__ void __launch_bounds__(scan_threads)
 #pragma unroll
   for (int j = 0; j < scan_items; j++) {
     int e = threadIdx.x * scan_items + j;
-    if (e < num_experts) {
-      expert_offset[e] = v[j];
-      expert_count[e] = 0; /* becomes the cursor of permute_rows */
-    }
+    if (e < num_experts) expert_offset[e] = v[j];
   }
   if (threadIdx.x == 0)
     for (int g = 0; g <= num_shared; g++) expert_offset[num_experts + g] = total + g * num_tokens;
@@ -122,49 +123,50 @@ struct permute_params {
   const float *x_scale;          /* [H/128, T] */
   const int *slot_expert;        /* [T*K] */
   const int *expert_offset;      /* [E_loc + 1 + S] */
-  int *cursor;                   /* [E_loc], zero */
-  int *slot_row;                 /* [T*K] out */
+  int *slot_row;                 /* [T*K] in: decode's rank of each slot; out: its row, or -1 */
   uint8_t *x_perm;               /* [T*(K+S), H] out */
   float *x_perm_scale;           /* [H/128, scale_ld] out */
   long long scale_ld;
 };
 
-enum { permute_threads = 128 };
+enum { permute_threads = 256, permute_warps = permute_threads / 32 };
 
-/* One block per (token, slot), then one per (shared expert, token). */
+/* A warp per (token, slot), then per (shared expert, token). */
 template <int K, int H>
 __global__ void __launch_bounds__(permute_threads) permute_rows_kernel(permute_params p) {
-  __shared__ int row_s;
   griddep_wait();
   griddep_launch_dependents();
+  const int lane = threadIdx.x & 31;
+  const long long w = (long long)blockIdx.x * permute_warps + (threadIdx.x >> 5);
   const long long routed_slots = (long long)p.num_tokens * K;
   long long t;
   int r;
-  if (blockIdx.x < routed_slots) {
-    const int slot = blockIdx.x;
-    const int e = p.slot_expert[slot];
-    if (threadIdx.x == 0) {
-      int row = -1;
-      if (e >= 0) {
-        row = p.expert_offset[e] + atomicAdd(&p.cursor[e], 1);
-      }
-      p.slot_row[slot] = row;
-      row_s = row;
-    }
-    __syncthreads();
-    r = row_s;
-    t = slot / K;
+  if (w < routed_slots) {
+    const int e = p.slot_expert[w];
+    r = e >= 0 ? p.expert_offset[e] + p.slot_row[w] : -1;
+    __syncwarp(); /* every lane has read the rank before lane 0 replaces it */
+    if (lane == 0) p.slot_row[w] = r;
+    t = w / K;
   } else {
-    const long long i = blockIdx.x - routed_slots; /* s * T + t */
+    const long long i = w - routed_slots; /* s * T + t */
+    if (i >= (long long)p.num_shared * p.num_tokens) return;
     t = i % p.num_tokens;
     r = p.expert_offset[p.num_local_experts] + (int)i;
   }
   if (r < 0) return;
+  constexpr int V = H / 16, U = 4; /* 16-byte vectors per row; per lane in flight */
   const uint4 *src = reinterpret_cast<const uint4 *>(p.x + t * H);
   uint4 *dst = reinterpret_cast<uint4 *>(p.x_perm + (long long)r * H);
-#pragma unroll 4
-  for (int v = threadIdx.x; v < H / 16; v += permute_threads) dst[v] = __ldg(src + v);
-  for (int b = threadIdx.x; b < H / FP8MOE_BLOCK; b += permute_threads)
+  for (int v0 = 0; v0 < V; v0 += 32 * U) {
+    uint4 q[U];
+#pragma unroll
+    for (int u = 0; u < U; u++)
+      if (v0 + 32 * u + lane < V) q[u] = __ldg(src + v0 + 32 * u + lane);
+#pragma unroll
+    for (int u = 0; u < U; u++)
+      if (v0 + 32 * u + lane < V) dst[v0 + 32 * u + lane] = q[u];
+  }
+  for (int b = lane; b < H / FP8MOE_BLOCK; b += 32)
     p.x_perm_scale[b * p.scale_ld + r] = __ldg(p.x_scale + (long long)b * p.num_tokens + t);
 }
 
@@ -190,7 +192,8 @@ static inline fp8moe_status permute_rows_launch(const permute_params &p, cudaStr
   static_assert(H % 16 == 0, "rows are copied 16 bytes at a time");
   long long slots = (long long)p.num_tokens * (K + p.num_shared);
   if (slots == 0) return FP8MOE_OK;
-  FP8MOE__CHECK_CUDA(launch_kernel(permute_rows_kernel<K, H>, dim3((unsigned)slots), dim3(permute_threads), 0, s, pdl, p));
+  FP8MOE__CHECK_CUDA(launch_kernel(permute_rows_kernel<K, H>, dim3((unsigned)ceil_div(slots, (long long)permute_warps)),
+                                   dim3(permute_threads), 0, s, pdl, p));
   return FP8MOE_OK;
 }
 

@@ -210,6 +210,29 @@ static __device__ __forceinline__ int small_splits(int units, int kb, int rows, 
   return max(s, 1);
 }
 
+/* The sums over splits 0..S-1 of a row's partials at columns [c0, c0 + 4)
+ * and [c1, c1 + 4) (partial row `row` of split s at part + (s * rows +
+ * row) * ld), added to a and b in split order, the loads of four splits in
+ * flight at a time. The finalize and the combine read their partials so. */
+static __device__ __forceinline__ void small_sum_splits(const float *part, int S, int rows, int row, int ld, int c0,
+                                                        int c1, float (&a)[4], float (&b)[4]) {
+  for (int s0 = 0; s0 < S; s0 += 4) {
+    float4 x[4], y[4];
+#pragma unroll
+    for (int j = 0; j < 4; j++) { /* past S: split 0 again, not added */
+      const float *src = part + ((long long)(s0 + j < S ? s0 + j : 0) * rows + row) * ld;
+      x[j] = *reinterpret_cast<const float4 *>(src + c0);
+      y[j] = *reinterpret_cast<const float4 *>(src + c1);
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      if (s0 + j >= S) continue;
+      a[0] += x[j].x; a[1] += x[j].y; a[2] += x[j].z; a[3] += x[j].w;
+      b[0] += y[j].x; b[1] += y[j].y; b[2] += y[j].z; b[3] += y[j].w;
+    }
+  }
+}
+
 /* What a lane needs of one warp task of a GEMM phase: two 16-row tiles of a
  * weight matrix W ([N, KD] fp8 row-major, scales [N/128, KD/128]) times one
  * list's rows (at most 8) of an activation matrix, K blocks [kb, kb_end).
@@ -390,28 +413,10 @@ static __device__ __forceinline__ void small_combine(const small_params &p, cons
     int row = -1; /* entry e's row: slot e < K, then shared expert e - K; -1 without one */
     if (item < n && e < nr)
       row = e < K ? pl.slot_row[t * K + e] : pl.list_off[pl.num_lists - p.num_shared + (e - K)] + t;
-    float y[8];
-#pragma unroll
-    for (int i = 0; i < 8; i++) y[i] = 0.0f;
-    if (row >= 0) {
-      for (int s0 = 0; s0 < S2; s0 += 4) {
-        float4 lo[4], hi[4];
-#pragma unroll
-        for (int j = 0; j < 4; j++) { /* past S2: split 0 again, not added */
-          const float *src = p.part + ((long long)(s0 + j < S2 ? s0 + j : 0) * rows + row) * ld + c;
-          lo[j] = *reinterpret_cast<const float4 *>(src);
-          hi[j] = *reinterpret_cast<const float4 *>(src + 4);
-        }
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-          if (s0 + j >= S2) continue;
-          y[0] += lo[j].x; y[1] += lo[j].y; y[2] += lo[j].z; y[3] += lo[j].w;
-          y[4] += hi[j].x; y[5] += hi[j].y; y[6] += hi[j].z; y[7] += hi[j].w;
-        }
-      }
-#pragma unroll /* GEMM2's bf16 value of the row */
-      for (int i = 0; i < 8; i++) y[i] = bf16_bits_to_float(float_to_bf16_bits(y[i]));
-    }
+    float lo[4] = {0.0f, 0.0f, 0.0f, 0.0f}, hi[4] = {0.0f, 0.0f, 0.0f, 0.0f}, y[8];
+    if (row >= 0) small_sum_splits(p.part, S2, rows, row, ld, c, c + 4, lo, hi);
+#pragma unroll /* GEMM2's bf16 value of the row (0 without one) */
+    for (int i = 0; i < 8; i++) y[i] = bf16_bits_to_float(float_to_bf16_bits(i < 4 ? lo[i] : hi[i - 4]));
     float acc[8];
 #pragma unroll
     for (int i = 0; i < 8; i++) acc[i] = 0.0f;
@@ -485,27 +490,13 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
       for (int item = gw; item < rows * NB; item += nwarps) {
         const int row = item / NB, blk = item % NB, c = blk * 128 + 4 * lane;
         float up[4] = {0.0f, 0.0f, 0.0f, 0.0f}, gate[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        /* four splits' loads in flight at a time, added in split order */
-        for (int s0 = 0; s0 < S1; s0 += 4) {
-          float4 u[4], gt[4];
-#pragma unroll
-          for (int j = 0; j < 4; j++) { /* past S1: split 0 again, not added */
-            const float *src = p.part + ((long long)(s0 + j < S1 ? s0 + j : 0) * rows + row) * ld;
-            u[j] = *reinterpret_cast<const float4 *>(src + c);
-            gt[j] = *reinterpret_cast<const float4 *>(src + I + c);
-          }
-#pragma unroll
-          for (int j = 0; j < 4; j++) {
-            if (s0 + j >= S1) continue;
-            up[0] += u[j].x; up[1] += u[j].y; up[2] += u[j].z; up[3] += u[j].w;
-            gate[0] += gt[j].x; gate[1] += gt[j].y; gate[2] += gt[j].z; gate[3] += gt[j].w;
-          }
-        }
+        small_sum_splits(p.part, S1, rows, row, ld, c, I + c, up, gate);
         const swiglu_coeffs co =
             swiglu_coeffs_at(p.swiglu_alpha, p.swiglu_beta, p.swiglu_limit, pl.list_expert[pl.row_list[row]]);
         const float scale = fp8moe_quant_scale(warp_max(swiglu_segment<4>(up, gate, co)));
-        const uint32_t v = (uint32_t)e4m3x2_quantize(up[0], up[1], scale) |
-                           ((uint32_t)e4m3x2_quantize(up[2], up[3], scale) << 16);
+        uint16_t q[2];
+        e4m3x2_quantize_segment(up, scale, q);
+        const uint32_t v = (uint32_t)q[0] | ((uint32_t)q[1] << 16);
         *reinterpret_cast<uint32_t *>(p.act + (long long)row * I + c) = v;
         if (lane == 0) p.act_scale[(long long)row * NB + blk] = scale;
       }

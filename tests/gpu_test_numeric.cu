@@ -12,33 +12,16 @@
  * Canaries keep the sweep honest: the number of patterns visited must be
  * exactly 2^32, and exactly the 2*(2^23-1) fp32 NaN patterns may map to the
  * e4m3 NaN 0x7F on the device.
- *
- * The epilogues' branch-free division (div_rn_by with div_rn_recip's
- * reciprocal) is compared the same way with __fdiv_rn: every fp32 dividend
- * against divisors of every kind the epilogues meet (block scales, 1 + e^x,
- * mantissas of all ones, the ends of the accepted range, random ones) and
- * two outside the range. Where it does not flag its operands the bits must
- * be equal, and it must flag exactly the nonzero dividends or divisors
- * outside [2^-60, 2^60]. The branch-free quantizer (e4m3x2_quantize_segment)
- * must give e4m3x2_quantize's codes for every fp32 value within a block's
- * amax (and every NaN), for amax from the smallest to infinity.
  */
 #include "gpu_util.h"
 
 #include <fp8moe/detail/common.cuh>
 
-#include <float.h>
 #include <stdio.h>
-
-#include <vector>
 
 namespace {
 
 using fp8moe::detail::bf16_bits_to_float;
-using fp8moe::detail::div_rn_by;
-using fp8moe::detail::div_rn_recip;
-using fp8moe::detail::e4m3x2_quantize;
-using fp8moe::detail::e4m3x2_quantize_segment;
 using fp8moe::detail::e4m3_to_float;
 using fp8moe::detail::float2_to_e4m3x2;
 using fp8moe::detail::float_to_bf16_bits;
@@ -96,73 +79,6 @@ __global__ void sweep_fp32(unsigned long long base, unsigned long long count, sw
     atomicAdd(&c->visited, visited);
     atomicAdd(&c->e4m3_nan, nan);
   }
-}
-
-struct div_counters {
-  unsigned long long fast, mismatches, wrongly_slow, wrongly_fast;
-  unsigned long long first; /* smallest mismatch: (dividend bits << 32) | divisor index */
-};
-
-/* biased exponent in [67, 187] (2^-60 .. 2^60), the range div_rn_by accepts */
-__device__ static inline bool in_range(float x) {
-  const uint32_t e = (__float_as_uint(x) >> 23) & 0xffu;
-  return e >= 67u && e <= 187u;
-}
-
-__global__ void sweep_div(unsigned long long base, unsigned long long count, const float *divs, int nd,
-                          div_counters *c) {
-  unsigned long long fast = 0;
-  for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < count;
-       i += (unsigned long long)gridDim.x * blockDim.x) {
-    const uint32_t u = (uint32_t)(base + i);
-    const float a = __uint_as_float(u);
-    for (int k = 0; k < nd; k++) {
-      const float b = divs[k];
-      bool slow = false;
-      const float q = div_rn_by(a, b, div_rn_recip(b), &slow);
-      const bool expect_fast = a == 0.0f || (in_range(a) && in_range(b));
-      if (slow == expect_fast) atomicAdd(slow ? &c->wrongly_slow : &c->wrongly_fast, 1ull);
-      if (slow) continue;
-      fast++;
-      if (__float_as_uint(q) != __float_as_uint(__fdiv_rn(a, b))) {
-        atomicAdd(&c->mismatches, 1ull);
-        atomicMin(&c->first, ((unsigned long long)u << 32) | (unsigned)k);
-      }
-    }
-  }
-  for (int o = 16; o > 0; o >>= 1) fast += __shfl_xor_sync(0xffffffffu, fast, o);
-  if ((threadIdx.x & 31) == 0) atomicAdd(&c->fast, fast);
-}
-
-struct quant_counters {
-  unsigned long long compared, mismatches;
-  unsigned long long first; /* smallest mismatch: (value bits << 32) | amax index */
-};
-
-/* Every fp32 value x with |x| <= amax[k] (or NaN), quantized with
- * fp8moe_quant_scale(amax[k]) both ways. */
-__global__ void sweep_quant(unsigned long long base, unsigned long long count, const float *amax, int na,
-                            quant_counters *c) {
-  unsigned long long compared = 0;
-  for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < count;
-       i += (unsigned long long)gridDim.x * blockDim.x) {
-    const uint32_t u = (uint32_t)(base + i);
-    const float x = __uint_as_float(u);
-    for (int k = 0; k < na; k++) {
-      if (!(fabsf(x) <= amax[k]) && !isnan(x)) continue;
-      const float scale = fp8moe_quant_scale(amax[k]);
-      const float v[2] = {x, -x};
-      uint16_t q[1];
-      e4m3x2_quantize_segment(v, scale, q);
-      compared++;
-      if (q[0] != e4m3x2_quantize(x, -x, scale)) {
-        atomicAdd(&c->mismatches, 1ull);
-        atomicMin(&c->first, ((unsigned long long)u << 32) | (unsigned)k);
-      }
-    }
-  }
-  for (int o = 16; o > 0; o >>= 1) compared += __shfl_xor_sync(0xffffffffu, compared, o);
-  if ((threadIdx.x & 31) == 0) atomicAdd(&c->compared, compared);
 }
 
 /* Both decoders on the device, and the host functions built for the device. */
@@ -258,78 +174,4 @@ Test(gpu_numeric, every_fp32_pattern_matches_host) {
             c.first[k] & 0xffffull);
   }
   cr_assert(ok, "device and host conversions differ (details above)");
-}
-
-/* div_rn_by against __fdiv_rn over all 2^32 dividends and the divisors below. */
-Test(gpu_numeric, branch_free_division_matches_div_rn) {
-  std::vector<float> divs = {1.0f, 1.5f, 3.0f, nextafterf(1.0f, 2.0f), nextafterf(2.0f, 1.0f), 1.0f / 448.0f,
-                             0.1f / 448.0f, 7.3f / 448.0f, 1e4f / 448.0f, 1e-12f / 448.0f, ldexpf(1.0f, -60),
-                             nextafterf(ldexpf(1.0f, 61), 0.0f), ldexpf(1.0f, 60), ldexpf(1.5f, -60),
-                             ldexpf(1.0f, -61), ldexpf(1.0f, 61)};
-  const int outside = 2; /* the last two: outside the accepted range */
-  for (float x = -6.0f; x <= 6.0f; x += 0.75f) divs.insert(divs.end() - outside, 1.0f + expf(x));
-  fp8moe_rng rng = {fp8moe_test_announce_seed("branch_free_division")};
-  for (int i = 0; i < 16; i++) { /* random mantissa, exponent in [-60, 60] */
-    const uint32_t m = (uint32_t)(rng_next(&rng) & 0x7fffffu), e = 67u + (uint32_t)(rng_next(&rng) % 121u);
-    divs.insert(divs.end() - outside, fp8moe__bits_float((e << 23) | m));
-  }
-  const int nd = (int)divs.size();
-  float *dd = dev_upload(divs.data(), divs.size());
-  div_counters init;
-  memset(&init, 0, sizeof init);
-  init.first = ~0ull;
-  div_counters *dc = dev_upload(&init, 1);
-  int dev = 0, sms = 0;
-  CUDA_OK(cudaGetDevice(&dev));
-  CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  const unsigned long long chunk = 1ull << 28;
-  for (unsigned long long base = 0; base < (1ull << 32); base += chunk) {
-    sweep_div<<<sms * 8, 256>>>(base, chunk, dd, nd, dc);
-    CUDA_OK(cudaGetLastError());
-    CUDA_OK(cudaDeviceSynchronize());
-  }
-  div_counters c;
-  dev_download(&c, dc, 1);
-  CUDA_OK(cudaFree(dc));
-  CUDA_OK(cudaFree(dd));
-  /* dividends in range: 121 exponents x 2^23 mantissas x 2 signs, plus the two zeros, per in-range divisor */
-  const unsigned long long want_fast = (121ull * (1ull << 24) + 2ull) * (unsigned long long)(nd - outside);
-  cr_assert_eq(c.fast, want_fast, "%llu quotients took the branch-free path, want %llu", c.fast, want_fast);
-  cr_assert_eq(c.wrongly_slow + c.wrongly_fast, 0ull, "flags: %llu in range flagged, %llu outside not flagged",
-               c.wrongly_slow, c.wrongly_fast);
-  cr_assert_eq(c.mismatches, 0ull, "%llu quotients differ from __fdiv_rn; first: %a / %a", c.mismatches,
-               (double)fp8moe__bits_float((uint32_t)(c.first >> 32)), (double)divs[c.first & 0xffffffffu]);
-}
-
-/* e4m3x2_quantize_segment against e4m3x2_quantize: every fp32 value within
- * each amax below (block maxima from below FLT_MIN * 448, where the scale is
- * FLT_MIN, through the range the rescaling covers, to FLT_MAX and infinity). */
-Test(gpu_numeric, branch_free_quantizer_matches) {
-  std::vector<float> amax = {0.0f, 1e-44f, 1e-40f, 1e-36f, 5e-36f, FLT_MAX, INFINITY, 448.0f, 1.0f, 3.5f};
-  for (int e = -140; e <= 126; e += 6) amax.push_back(ldexpf(1.37f, e));
-  for (int e = -61; e <= -59; e++) amax.push_back(ldexpf(448.0f, e)); /* scales at the rescaling edges */
-  for (int e = 59; e <= 61; e++) amax.push_back(ldexpf(448.0f, e));
-  const int na = (int)amax.size();
-  float *da = dev_upload(amax.data(), amax.size());
-  quant_counters init;
-  memset(&init, 0, sizeof init);
-  init.first = ~0ull;
-  quant_counters *dc = dev_upload(&init, 1);
-  int dev = 0, sms = 0;
-  CUDA_OK(cudaGetDevice(&dev));
-  CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  const unsigned long long chunk = 1ull << 28;
-  for (unsigned long long base = 0; base < (1ull << 32); base += chunk) {
-    sweep_quant<<<sms * 8, 256>>>(base, chunk, da, na, dc);
-    CUDA_OK(cudaGetLastError());
-    CUDA_OK(cudaDeviceSynchronize());
-  }
-  quant_counters c;
-  dev_download(&c, dc, 1);
-  CUDA_OK(cudaFree(dc));
-  CUDA_OK(cudaFree(da));
-  /* the infinite amax alone admits every pattern */
-  cr_assert_gt(c.compared, 1ull << 32, "only %llu (value, amax) pairs compared", c.compared);
-  cr_assert_eq(c.mismatches, 0ull, "%llu codes differ from e4m3x2_quantize; first: %a with amax %a", c.mismatches,
-               (double)fp8moe__bits_float((uint32_t)(c.first >> 32)), (double)amax[c.first & 0xffffffffu]);
 }

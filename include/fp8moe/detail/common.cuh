@@ -206,63 +206,10 @@ static __device__ __forceinline__ uint16_t float2_to_e4m3x2(float lo, float hi) 
   return (uint16_t)__nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3);
 }
 
-/* ---- correctly rounded division without a branch per quotient (device) ----
- * div.rn.f32 (fp8moe__div_rn) is, for operands of moderate size, this
- * sequence: y = rcp.approx(b) refined by one Newton step, q = a * y, then q
- * corrected once by the remainder a - b * q (exact with FMA), which gives the
- * correctly rounded quotient; for other operands (FCHK) it calls a slow path.
- * Every division thus sits in its own branch region, and the compiler
- * overlaps none of an epilogue's dozens of them. div_rn_recip gives y once
- * per divisor and div_rn_by the quotient, branch-free, raising *slow when a
- * nonzero dividend or the divisor has its exponent outside [2^-60, 2^60]
- * (the sequence is then not used: the caller divides again with
- * fp8moe__div_rn). Where *slow stays clear the bits are fp8moe__div_rn's
- * (gpu_test_numeric compares them over every fp32 dividend). b > 0. */
-static __device__ __forceinline__ float div_rn_recip(float b) {
-  float y;
-  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(b));
-  return fmaf(y, fmaf(-b, y, 1.0f), y);
-}
-
-static __device__ __forceinline__ float div_rn_by(float a, float b, float y, bool *slow) {
-  const float q0 = __fmul_rn(a, y);
-  const float q = fmaf(y, fmaf(-b, q0, a), q0);
-  const uint32_t ea = (__float_as_uint(a) >> 23) & 0xffu, eb = (__float_as_uint(b) >> 23) & 0xffu;
-  /* biased exponents 67..187 are 2^-60..2^60; a zero dividend is exact
-   * whatever b (the sequence would turn -0 into +0) */
-  *slow |= a != 0.0f && (ea - 67u > 120u || eb - 67u > 120u);
-  return a == 0.0f ? a : q;
-}
-
 /* Two values of a block quantized with its scale (numeric.h's rule:
  * fp8moe_quantize_e4m3 of each, with the hardware conversion). */
 static __device__ __forceinline__ uint16_t e4m3x2_quantize(float lo, float hi, float scale) {
   return float2_to_e4m3x2(fp8moe__div_rn(lo, scale), fp8moe__div_rn(hi, scale));
-}
-
-/* NV values of one block (NV even) quantized in pairs with its scale,
- * scale = fp8moe_quant_scale(amax) with amax >= every |v[i]| (or NaN
- * values): q[i] = e4m3x2_quantize(v[2i], v[2i + 1], scale), bit for bit,
- * without a branch. The e4m3 code needs the fp32 quotient exact only where
- * |v / scale| >= 2^-11 (smaller ones round to a zero of the right sign
- * either way), and for those div_rn_by's sequence is exact once a scale
- * outside [2^-60, 2^60] is moved inside by a power of two applied to both
- * operands (exact); a zero or infinite value divides to itself and an
- * infinite scale gives v * 0, as the division does. gpu_test_numeric
- * compares the codes with e4m3x2_quantize's over every fp32 value. */
-template <int NV>
-static __device__ __forceinline__ void e4m3x2_quantize_segment(const float (&v)[NV], float scale,
-                                                               uint16_t (&q)[NV / 2]) {
-  const float k = scale < 0x1p-60f ? 0x1p80f : scale > 0x1p60f ? 0x1p-80f : 1.0f;
-  const float s = scale * k, y = div_rn_recip(s);
-  const bool inf_scale = isinf(scale);
-  auto quotient = [&](float x) {
-    const float a = x * k, q0 = __fmul_rn(a, y);
-    const float r = fmaf(y, fmaf(-s, q0, a), q0);
-    return inf_scale ? x * 0.0f : x == 0.0f || isinf(x) ? x : r;
-  };
-#pragma unroll
-  for (int i = 0; i < NV / 2; i++) q[i] = float2_to_e4m3x2(quotient(v[2 * i]), quotient(v[2 * i + 1]));
 }
 
 static __device__ __forceinline__ float warp_max(float v) {

@@ -494,9 +494,8 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
         const swiglu_coeffs co =
             swiglu_coeffs_at(p.swiglu_alpha, p.swiglu_beta, p.swiglu_limit, pl.list_expert[pl.row_list[row]]);
         const float scale = fp8moe_quant_scale(warp_max(swiglu_segment<4>(up, gate, co)));
-        uint16_t q[2];
-        e4m3x2_quantize_segment(up, scale, q);
-        const uint32_t v = (uint32_t)q[0] | ((uint32_t)q[1] << 16);
+        const uint32_t v = (uint32_t)e4m3x2_quantize(up[0], up[1], scale) |
+                           ((uint32_t)e4m3x2_quantize(up[2], up[3], scale) << 16);
         *reinterpret_cast<uint32_t *>(p.act + (long long)row * I + c) = v;
         if (lane == 0) p.act_scale[(long long)row * NB + blk] = scale;
       }

@@ -25,10 +25,6 @@
 #include "../common.cuh"
 #include "params.cuh"
 
-#ifndef FP8MOE_SWIGLU_BRANCH_FREE
-#define FP8MOE_SWIGLU_BRANCH_FREE 0
-#endif
-
 namespace fp8moe {
 namespace detail {
 
@@ -90,31 +86,12 @@ static __device__ __forceinline__ void store_row_segment(void *c, long long row_
 template <int NV>
 static __device__ __forceinline__ float swiglu_segment(float (&up)[NV], const float (&gate)[NV],
                                                        const swiglu_coeffs &s) {
-#if FP8MOE_SWIGLU_BRANCH_FREE
-  /* fp8moe_swiglu's steps with its division as div_rn_by (no branch per
-   * column); where that flags an operand, the segment again as written */
-  float out[NV];
-  bool slow = false;
-#pragma unroll
-  for (int i = 0; i < NV; i++) {
-    const float g = gate[i] > s.limit ? s.limit : gate[i];
-    const float u = up[i] > s.limit ? s.limit : up[i] < -s.limit ? -s.limit : up[i];
-    const float d = 1.0f + expf(-(s.alpha * g));
-    out[i] = div_rn_by(g, d, div_rn_recip(d), &slow) * (u + s.beta);
-  }
-  if (slow) {
-#pragma unroll
-    for (int i = 0; i < NV; i++) out[i] = fp8moe_swiglu(gate[i], up[i], s.alpha, s.beta, s.limit);
-  }
-#pragma unroll
-  for (int i = 0; i < NV; i++) up[i] = out[i];
-#else
-#pragma unroll
-  for (int i = 0; i < NV; i++) up[i] = fp8moe_swiglu(gate[i], up[i], s.alpha, s.beta, s.limit);
-#endif
   float amax = 0.0f;
 #pragma unroll
-  for (int i = 0; i < NV; i++) amax = fmaxf(amax, fabsf(up[i]));
+  for (int i = 0; i < NV; i++) {
+    up[i] = fp8moe_swiglu(gate[i], up[i], s.alpha, s.beta, s.limit);
+    amax = fmaxf(amax, fabsf(up[i]));
+  }
   return amax;
 }
 

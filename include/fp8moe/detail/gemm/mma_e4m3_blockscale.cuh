@@ -360,17 +360,10 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
           for (int w = 1; w < T::warps_n; ++w) mx = fmaxf(mx, s_red[w * T::bm + rl]);
           const float scale = fp8moe_quant_scale(mx);
           if (row >= cc.row_end) continue;
-          float v[2 * T::ni];
-          uint16_t q[T::ni];
-#pragma unroll
-          for (int n = 0; n < T::ni; ++n) {
-            v[2 * n] = acc[m][n][2 * r];
-            v[2 * n + 1] = acc[m][n][2 * r + 1];
-          }
-          e4m3x2_quantize_segment(v, scale, q);
 #pragma unroll
           for (int n = 0; n < T::ni; ++n)
-            *reinterpret_cast<uint16_t *>(cq + (long long)row * I + n0 + wn0 + n * 8 + 2 * tq) = q[n];
+            *reinterpret_cast<uint16_t *>(cq + (long long)row * I + n0 + wn0 + n * 8 + 2 * tq) =
+                e4m3x2_quantize(acc[m][n][2 * r], acc[m][n][2 * r + 1], scale);
           if (wn == 0 && tq == 0) p.c_scale[(long long)(n0 / 128) * p.c_scale_ld + row] = scale;
         }
     }

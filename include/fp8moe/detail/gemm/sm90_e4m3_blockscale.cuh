@@ -472,13 +472,10 @@ static __device__ __forceinline__ void sm90_half_tile(const grouped_gemm_params 
     const float sc0 = fp8moe_quant_scale(m0), sc1 = fp8moe_quant_scale(m1);
     uint8_t *out = (uint8_t *)p.c;
     const int col0 = it.n_tile * 128 + 64 * wg + cq;
-    uint16_t q0[8], q1[8];
-    e4m3x2_quantize_segment(up0, sc0, q0);
-    e4m3x2_quantize_segment(up1, sc1, q1);
 #pragma unroll
     for (int j = 0; j < 8; j++) {
-      if (v0) *(uint16_t *)(out + (long long)r0 * I + col0 + 8 * j) = q0[j];
-      if (v1) *(uint16_t *)(out + (long long)r1 * I + col0 + 8 * j) = q1[j];
+      if (v0) *(uint16_t *)(out + (long long)r0 * I + col0 + 8 * j) = e4m3x2_quantize(up0[2 * j], up0[2 * j + 1], sc0);
+      if (v1) *(uint16_t *)(out + (long long)r1 * I + col0 + 8 * j) = e4m3x2_quantize(up1[2 * j], up1[2 * j + 1], sc1);
     }
     if (cq == 0 && wg == 0) {
       float *cs = p.c_scale + (long long)it.n_tile * p.c_scale_ld;
@@ -945,13 +942,12 @@ __global__ void __launch_bounds__(CFG::threads, 1)
         const float sc1 = fp8moe_quant_scale(quad_max(swiglu_segment(up1, gate1, coeffs)));
         uint8_t *out = (uint8_t *)p.c;
         const int col0 = it.n_tile * 128 + cq;
-        uint16_t q0[16], q1[16];
-        e4m3x2_quantize_segment(up0, sc0, q0);
-        e4m3x2_quantize_segment(up1, sc1, q1);
 #pragma unroll
         for (int j = 0; j < 16; j++) {
-          if (v0) *(uint16_t *)(out + (long long)r0 * I + col0 + 8 * j) = q0[j];
-          if (v1) *(uint16_t *)(out + (long long)r1 * I + col0 + 8 * j) = q1[j];
+          if (v0)
+            *(uint16_t *)(out + (long long)r0 * I + col0 + 8 * j) = e4m3x2_quantize(up0[2 * j], up0[2 * j + 1], sc0);
+          if (v1)
+            *(uint16_t *)(out + (long long)r1 * I + col0 + 8 * j) = e4m3x2_quantize(up1[2 * j], up1[2 * j + 1], sc1);
         }
         if (cq == 0) {
           float *cs = p.c_scale + (long long)it.n_tile * p.c_scale_ld;

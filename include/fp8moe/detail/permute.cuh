@@ -42,7 +42,7 @@ struct decode_params {
   int *slot_expert = nullptr;              /* out: local expert or -1 (may alias ids) */
   float *slot_weight = nullptr;            /* out (may alias weights when fp32) */
   int *expert_count = nullptr;             /* [E_loc], zeroed before */
-  int *slot_rank = nullptr;                /* out: [T*K] place of a local slot in its expert, or -1 */
+  int *slot_rank = nullptr;                /* out (the kernel): [T*K] a local slot's place in its expert, or -1 */
   int *invalid_id_count = nullptr;         /* optional */
 };
 
@@ -79,7 +79,7 @@ __global__ void decode_topk_kernel(decode_params p) {
   const int local = decode_slot<E>(p, i, &w, &invalid);
   if (invalid && p.invalid_id_count) atomicAdd(p.invalid_id_count, 1);
   const int rank = local >= 0 ? atomicAdd(&p.expert_count[local], 1) : -1;
-  if (p.slot_rank) p.slot_rank[i] = rank;
+  p.slot_rank[i] = rank;
   p.slot_expert[i] = local;
   p.slot_weight[i] = w;
 }
@@ -89,8 +89,8 @@ enum { scan_threads = 256, scan_items = 2 };
 static_assert(scan_threads * scan_items >= FP8MOE_MAX_EXPERTS, "scan covers every expert");
 
 static __global__ void __launch_bounds__(scan_threads)
-    scan_expert_counts_kernel(int *expert_count, int *expert_offset, int num_experts, int num_shared, int num_tokens,
-                              int *tile_counter) {
+    scan_expert_counts_kernel(const int *expert_count, int *expert_offset, int num_experts, int num_shared,
+                              int num_tokens, int *tile_counter) {
   typedef cub::BlockScan<int, scan_threads> scan_t;
   __shared__ typename scan_t::TempStorage tmp;
   griddep_wait();
@@ -179,7 +179,7 @@ static inline fp8moe_status decode_topk_launch(const decode_params &p, cudaStrea
 
 /* num_shared groups of num_tokens rows each follow the routed ones;
  * tile_counter: NULL, or the 4 GEMM work counters to zero. */
-static inline fp8moe_status scan_expert_counts_launch(int *expert_count, int *expert_offset, int num_experts,
+static inline fp8moe_status scan_expert_counts_launch(const int *expert_count, int *expert_offset, int num_experts,
                                                       cudaStream_t s, bool pdl = false, int num_shared = 0,
                                                       int num_tokens = 0, int *tile_counter = nullptr) {
   FP8MOE__CHECK_CUDA(launch_kernel(scan_expert_counts_kernel, dim3(1), dim3(scan_threads), 0, s, pdl, expert_count,

@@ -1,6 +1,6 @@
 /* tests/gpu_test_moe.cu - the whole layer on the GPU against the CPU reference.
  *
- * Every SPEC section 7 configuration at T in {0, 1, 7, 13, 128, 1000}
+ * Every SPEC section 7 configuration at T in {0, 1, 7, 13, 16, 128, 1000}
  * (DeepSeek-V3 also at 4096), the EP shard, all tokens on one expert, experts
  * with no tokens, packed / unpacked / non-routed agreement, determinism,
  * CUDA-graph replay on new data, and out-of-range routed ids; the last four
@@ -35,16 +35,16 @@ static const instance MIXTRAL = {"Mixtral", {8, 2, 4096, 14336}, mixtral_workspa
 
 TestSuite(moe, .init = fp8moe_test_require_gpu, .timeout = 900);
 
-static const int TS[] = {0, 1, 7, 13, 128, 1000};
+static const int TS[] = {0, 1, 7, 13, 16, 128, 1000};
 
 Test(moe, deepseek_v3) {
-  static const int ts[] = {0, 1, 7, 13, 128, 1000, 4096};
-  config_sweep(DSV3, ts, 7);
+  static const int ts[] = {0, 1, 7, 13, 16, 128, 1000, 4096};
+  config_sweep(DSV3, ts, 8);
 }
-Test(moe, kimi_k2) { config_sweep(KIMI, TS, 6); }
-Test(moe, qwen3_235b) { config_sweep(QWEN235, TS, 6); }
-Test(moe, qwen3_30b) { config_sweep(QWEN30, TS, 6); }
-Test(moe, mixtral) { config_sweep(MIXTRAL, TS, 6); }
+Test(moe, kimi_k2) { config_sweep(KIMI, TS, 7); }
+Test(moe, qwen3_235b) { config_sweep(QWEN235, TS, 7); }
+Test(moe, qwen3_30b) { config_sweep(QWEN30, TS, 7); }
+Test(moe, mixtral) { config_sweep(MIXTRAL, TS, 7); }
 
 /* EP shard: 256 global experts, 32 local at offset 64; routing over all 256,
  * so most slots are not local and some tokens have no local slot at all. */
@@ -95,6 +95,7 @@ static void skewed_routing(int T) {
   set_routing(&p, in, ids, wts);
   std::vector<uint16_t> out = run_layer(&p, in, &w, 0, UNPACKED_FP32);
   check_against_reference(&p, in, &w, 0, out, ids, wts, &rng, "all tokens on 8 experts");
+  cr_assert(run_layer(&p, in, &w, 0, UNPACKED_FP32) == out, "T %d: two runs differ", T);
   /* only experts 40..43 used: 124 experts empty, uneven counts */
   random_topk(&rng, p.T, in.c.top_k > 4 ? 4 : in.c.top_k, 40, 4, ids, wts);
   {
@@ -113,8 +114,11 @@ static void skewed_routing(int T) {
   free_weights(&w);
 }
 
+/* T = 8 and 16: the small-T layer (at 16, each expert's slots split into
+ * lists of 8 rows) */
 Test(moe, skewed_routing) {
   skewed_routing(8);
+  skewed_routing(16);
   skewed_routing(1000);
 }
 
@@ -221,11 +225,12 @@ static void graph_replay(int T) {
   free_weights(&w);
 }
 
-/* T = 5: the small-T layer's cooperative kernel; T = 600,
+/* T = 5 and 13: the small-T layer's cooperative kernel; T = 600,
  * T*K = 4800 rows over 128 experts: on Hopper the TMA + wgmma GEMMs run, so
  * their tensor maps (kernel parameters) are captured too. */
 Test(moe, cuda_graph_replay) {
   graph_replay(5);
+  graph_replay(13);
   graph_replay(600);
 }
 

@@ -628,8 +628,9 @@ static int regions_of(const fp8moe_workspace_layout *L, int T, int S, const fp8m
   r[n++] = (region){"act", L->act, rows * I};
   r[n++] = (region){"act_scale", L->act_scale, (I / 128) * ld * 4};
   {
-    /* the small-T layer's partial sums: (K + S) * 8 rows */
-    size_t prow = T == 0 || FP8MOE_SMALL_MAX_TOKENS == 0 ? 0 : (size_t)(c->top_k + S) * 8;
+    /* the small-T layer's partial sums: (K + S) * max(8, min(T, its token limit)) rows */
+    const int lim = fp8moe_small_token_limit(c->top_k), tt = T < lim ? T : lim;
+    size_t prow = T == 0 || lim == 0 ? 0 : (size_t)(c->top_k + S) * (size_t)(tt > 8 ? tt : 8);
     cr_assert_eq(L->small_rows, prow, "T %d: small_rows %zu, expected %zu", T, L->small_rows, prow);
     r[n++] = (region){"small_part", L->small_part, prow * (2 * I > H ? 2 * I : H) * 4};
   }
@@ -684,6 +685,15 @@ Test(workspace, layout_aligned_and_disjoint) {
     for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) check_layout(&layout_configs[ci], Ts[ti]);
 }
 
+/* The small-T layer's token limit: FP8MOE_SMALL_MAX_TOKENS (16), at most 128 / K. */
+Test(workspace, small_token_limit) {
+  cr_assert_eq(fp8moe_small_token_limit(1), 16);
+  cr_assert_eq(fp8moe_small_token_limit(8), 16);
+  cr_assert_eq(fp8moe_small_token_limit(9), 14);
+  cr_assert_eq(fp8moe_small_token_limit(12), 10);
+  cr_assert_eq(fp8moe_small_token_limit(16), 8);
+}
+
 Test(workspace, total_grows_with_T) {
   for (size_t ci = 0; ci < sizeof layout_configs / sizeof layout_configs[0]; ci++) {
     const fp8moe_config *c = &layout_configs[ci];
@@ -713,8 +723,12 @@ static u128 need_u128_shared(const fp8moe_config *c, long long T, int S) {
        I = (u128)c->intermediate, E = (u128)c->num_experts;
   u128 ld = (rows + 3) / 4 * 4;
   u128 x = rows * H + (H / 128) * ld * 4, y = rows * H * 2;
-  /* the small-T layer's partial sums: (K + S) * 8 rows of max(2I, H) floats */
-  u128 part = T > 0 && FP8MOE_SMALL_MAX_TOKENS > 0 ? (u128)(c->top_k + S) * 8 * (2 * I > H ? 2 * I : H) * 4 : 0;
+  /* the small-T layer's partial sums: (K + S) * max(8, min(T, its token limit)) rows of
+   * max(2I, H) floats */
+  const long long lim = fp8moe_small_token_limit(c->top_k), tt = T < lim ? T : lim;
+  u128 part = T > 0 && lim > 0
+                  ? (u128)(c->top_k + S) * (u128)(tt > 8 ? tt : 8) * (2 * I > H ? 2 * I : H) * 4
+                  : 0;
   return 3 * slots * 4 + E * 4 + (E + 1 + (u128)S + 4) * 4 + (x > y ? x : y) + rows * I + (I / 128) * ld * 4 + part;
 }
 
@@ -727,9 +741,9 @@ Test(workspace, large_T_no_overflow) {
    *   x_perm 57,344,000,000 + x_perm_scale 56 * 8e6 * 4 = 1,792,000,000
    *   y 114,688,000,000 (larger: the shared region)
    *   act 16,384,000,000, act_scale 16 * 8e6 * 4 = 512,000,000
-   *   small_part 8 * 8 rows * 7168 * 4 = 1,835,008
-   *   total 131,681,837,312 bytes */
-  cr_assert_eq(ws_total(&dsv3, 1000000), (size_t)131681837312ull);
+   *   small_part 8 * 16 rows * 7168 * 4 = 3,670,016
+   *   total 131,683,672,320 bytes */
+  cr_assert_eq(ws_total(&dsv3, 1000000), (size_t)131683672320ull);
 
   /* INT_MAX: T*K overflows an int; name_workspace_size(max_tokens) takes any int */
   static const int Ts[] = {1000000, 1 << 24, INT_MAX / 8, INT_MAX / 8 + 1, INT_MAX};

@@ -148,8 +148,8 @@ static fp8moe_status moe_front(const fp8moe_args *a, char *ws, const fp8moe_work
   return permute_rows_launch<K, H>(pp, s, pdl);
 }
 
-/* The layer for T <= FP8MOE_SMALL_MAX_TOKENS (detail/small.cuh): the
- * routing kernel (non-routed) and one cooperative kernel. */
+/* The layer at small T (detail/small.cuh, small_takes): the routing kernel
+ * (non-routed) and one cooperative kernel. */
 template <int E, int K, int H, int I>
 static fp8moe_status small_run(const fp8moe_args *a, char *ws, const fp8moe_workspace_layout &L, cudaStream_t s,
                                int routed, const device_info &dev, bool pdl) {
@@ -211,7 +211,8 @@ static fp8moe_status moe_run(const fp8moe_args *a, void *workspace, size_t works
   const fp8moe_workspace_layout L = fp8moe_workspace_layout_shared(T, E, K, H, I, S);
   char *ws = static_cast<char *>(workspace);
   if constexpr (FP8MOE_SMALL_MAX_TOKENS > 0) {
-    if (T <= FP8MOE_SMALL_MAX_TOKENS && !a->batch_invariant) return small_run<E, K, H, I>(a, ws, L, s, routed, dev, pdl);
+    if (!a->batch_invariant && small_takes<E, K, H, I>(T, a->local_num_experts, S, dev.sm_count))
+      return small_run<E, K, H, I>(a, ws, L, s, routed, dev, pdl);
   }
   if ((st = moe_front<E, K, H>(a, ws, L, s, routed, pdl)) != FP8MOE_OK) return st;
 

@@ -52,15 +52,20 @@
 
 /* ---- the small-T layer (detail/small.cuh) --------------------------------- */
 
-/* Largest T (0..8) that runs the layer as one cooperative kernel (after
+/* Largest T (0..16) that runs the layer as one cooperative kernel (after
  * the routing kernel, non-routed) instead of the general pipeline of 6-7
- * launches; batch_invariant runs never take it. Above a few tokens per
- * expert the general path's GEMMs stream the weights as fast and the launch
- * savings weigh less (DeepSeek-V3 T = 16 ran 2% slower on it). Costs
- * workspace: (K + S) * 8 rows of max(2I, H) floats (workspace.h), and one
+ * launches; batch_invariant runs never take it, nor runs with T * K > 128.
+ * Above T = 8, experts of FP8MOE_SMALL_LARGE_EXPERT_WEIGHTS or more (3 I H)
+ * take it only where few of them are local (detail/small.cuh, small_takes):
+ * elsewhere the general path's GEMMs stream their weights as fast and the
+ * launches it saves weigh less. Costs workspace: (K + S) * max(8, min(T,
+ * FP8MOE_SMALL_MAX_TOKENS)) rows of max(2I, H) floats (workspace.h), and one
  * kernel per instantiated shape to compile. 0 compiles the path out. */
 #ifndef FP8MOE_SMALL_MAX_TOKENS
-#define FP8MOE_SMALL_MAX_TOKENS 8
+#define FP8MOE_SMALL_MAX_TOKENS 16
+#endif
+#ifndef FP8MOE_SMALL_LARGE_EXPERT_WEIGHTS
+#define FP8MOE_SMALL_LARGE_EXPERT_WEIGHTS (32LL << 20)
 #endif
 
 /* Warp tasks the small-T layer aims at per GEMM: with few active experts
@@ -77,6 +82,16 @@
  * device has less). */
 #ifndef FP8MOE_SMALL_STAGES
 #define FP8MOE_SMALL_STAGES 3
+#endif
+
+/* 1: in the small-T layer's cooperative launch each warp copies the
+ * weights of its first GEMM2 K blocks (FP8MOE_SMALL_STAGES - 1 of them)
+ * into its ring as soon as its GEMM1 tasks are done, so they stream during
+ * the finalize and the barriers around it, in runs where those are at least
+ * a quarter of GEMM2's K blocks (Qwen3-30B T = 1..4). 0: GEMM2 starts its
+ * copies after the barrier. */
+#ifndef FP8MOE_SMALL_PREISSUE
+#define FP8MOE_SMALL_PREISSUE 1
 #endif
 
 /* 1: the small-T layer is one cooperative launch (grid-wide barriers

@@ -63,6 +63,16 @@ typedef struct fp8moe_workspace_layout {
 
 static inline size_t fp8moe__align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
+/* The largest T the small-T layer can take (docs/design.md) for top-k K:
+ * FP8MOE_SMALL_MAX_TOKENS, at most 128 / K (its plan takes a thread per
+ * slot); whether a run takes it also depends on the experts' size
+ * (detail/small.cuh, small_takes). 0: the path is compiled out. */
+static inline int fp8moe_small_token_limit(int K) {
+  int t = FP8MOE_SMALL_MAX_TOKENS;
+  if (K > 0 && t * K > 128) t = 128 / K;
+  return t;
+}
+
 /* Layout for T tokens of a problem (E experts, K slots, hidden H, inter I)
  * with S shared experts. T < 0 and S < 0 are treated as 0. All arithmetic is
  * in size_t: no int overflow for any int T on a 64-bit host. */
@@ -95,7 +105,11 @@ static inline fp8moe_workspace_layout fp8moe_workspace_layout_shared(int T, int 
   FP8MOE__WS_TAKE(act, rows * in);
   FP8MOE__WS_TAKE(act_scale, (in / 128) * L.scale_ld * 4);
   {
-    L.small_rows = t == 0 || FP8MOE_SMALL_MAX_TOKENS == 0 ? 0 : (k + sh) * 8;
+    /* the small-T layer's partial sums, (K + S) * max(8, min(T, its limit))
+     * rows: its splits of (K + S) * T rows fit (detail/small.cuh); never
+     * smaller for a larger T */
+    const size_t lim = (size_t)fp8moe_small_token_limit(K), tt = t < lim ? t : lim, st = tt > 8 ? tt : 8;
+    L.small_rows = t == 0 || lim == 0 ? 0 : (k + sh) * st;
   }
   FP8MOE__WS_TAKE(small_part, L.small_rows * (2 * in > h ? 2 * in : h) * 4);
 #undef FP8MOE__WS_TAKE

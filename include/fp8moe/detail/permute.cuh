@@ -3,8 +3,9 @@
  * Three short kernels, each one pass:
  *   1. decode_topk: the routed input (packed, or ids + fp32/bf16 weights) ->
  *      slot_expert (local expert or -1) and slot_weight per (t, k); counts
- *      rows per local expert (atomics), each local slot keeping its place
- *      in its expert's count (its rank, in slot_row), and invalid global ids
+ *      rows per local expert (shared-memory atomics per block, then one
+ *      global atomic per block and expert), each local slot keeping its
+ *      place in its expert's count (its rank, in slot_row), and invalid global ids
  *      (the optional device counter). The non-routed path runs it in place
  *      over the routing kernel's output. Ids outside [0, E) are never used
  *      as an index: they become -1 before anything is read through them.
@@ -68,20 +69,41 @@ static __device__ __forceinline__ int decode_slot(const decode_params &p, int i,
   return !*invalid && l >= 0 && l < p.local_num_experts ? l : -1;
 }
 
+/* A block of the decode counts its slots per local expert in shared memory
+ * first (each slot's rank inside the block), then takes one range of ranks
+ * per expert it has slots of with a single atomic on the global count:
+ * T*K / decode_threads atomics per expert instead of one per slot, which
+ * at large T all fall on the same E_loc counters. */
+enum { decode_threads = 1024 };
+
 template <int E>
-__global__ void decode_topk_kernel(decode_params p) {
+__global__ void __launch_bounds__(decode_threads) decode_topk_kernel(decode_params p) {
+  __shared__ int s_count[E]; /* this block's slots per local expert, then the first rank of its range */
   griddep_wait(); /* non-routed: the routing kernel's slots; always: the zeroed counts */
   griddep_launch_dependents();
-  int i = blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= p.num_slots) return;
-  float w;
-  bool invalid;
-  const int local = decode_slot<E>(p, i, &w, &invalid);
-  if (invalid && p.invalid_id_count) atomicAdd(p.invalid_id_count, 1);
-  const int rank = local >= 0 ? atomicAdd(&p.expert_count[local], 1) : -1;
-  p.slot_rank[i] = rank;
-  p.slot_expert[i] = local;
-  p.slot_weight[i] = w;
+  const int E_loc = p.local_num_experts;
+  for (int e = threadIdx.x; e < E_loc; e += blockDim.x) s_count[e] = 0;
+  __syncthreads();
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  int local = -1, in_block = 0;
+  float w = 0.0f;
+  if (i < p.num_slots) {
+    bool invalid;
+    local = decode_slot<E>(p, i, &w, &invalid);
+    if (invalid && p.invalid_id_count) atomicAdd(p.invalid_id_count, 1);
+    if (local >= 0) in_block = atomicAdd(&s_count[local], 1);
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < E_loc; e += blockDim.x) {
+    const int n = s_count[e];
+    if (n > 0) s_count[e] = atomicAdd(&p.expert_count[e], n);
+  }
+  __syncthreads();
+  if (i < p.num_slots) { /* written after every read of the slot (in place over the routing's output) */
+    p.slot_rank[i] = local >= 0 ? s_count[local] + in_block : -1;
+    p.slot_expert[i] = local;
+    p.slot_weight[i] = w;
+  }
 }
 
 /* One block; E_loc <= FP8MOE_MAX_EXPERTS = 512 = 256 threads x 2 items. */
@@ -173,7 +195,8 @@ __global__ void __launch_bounds__(permute_threads) permute_rows_kernel(permute_p
 template <int E>
 static inline fp8moe_status decode_topk_launch(const decode_params &p, cudaStream_t s, bool pdl = false) {
   if (p.num_slots == 0) return FP8MOE_OK;
-  FP8MOE__CHECK_CUDA(launch_kernel(decode_topk_kernel<E>, dim3(ceil_div(p.num_slots, 256)), dim3(256), 0, s, pdl, p));
+  FP8MOE__CHECK_CUDA(launch_kernel(decode_topk_kernel<E>, dim3(ceil_div(p.num_slots, (int)decode_threads)),
+                                   dim3(decode_threads), 0, s, pdl, p));
   return FP8MOE_OK;
 }
 

@@ -1,7 +1,7 @@
 /* fp8moe/detail/small.cuh - the whole layer in one launch for a few tokens.
  *
- * At decode sizes (T <= FP8MOE_SMALL_MAX_TOKENS) the layer reads a few
- * experts' weights once and does little else, so the launches and kernel
+ * At decode sizes (T <= 8, up to 16 where small_takes says so) the layer
+ * reads a few experts' weights once and does little else, so the launches and kernel
  * boundaries of the general pipeline (zeroing, decode, scan, permute, two
  * GEMMs, combine: 6-7 launches, each with its own fill and drain) are much
  * of what separates it from the weight-streaming floor. This path runs the
@@ -11,8 +11,9 @@
  *   0. plan (every CTA, in shared memory): decode the T*K slots
  *      (decode_slot, as the general path), list the local experts that have
  *      slots in order of their first slot, then the shared experts; a list
- *      holds its rows (its slots in slot order; a shared expert: every
- *      token). Rows are numbered list after list.
+ *      holds up to 8 rows of one expert (its slots in slot order, 8 per
+ *      list; a shared expert: every token, 8 per list). Rows are numbered
+ *      list after list.
  *   1. GEMM1: warp tasks (list, 16 activation columns, K range): the 16 "up"
  *      and 16 "gate" weight rows times the list's token rows of x, on
  *      mma.sync m16n8k32 with the weights as the M operand, so up to 8
@@ -24,7 +25,11 @@
  *      partials in split order, applies the gated activation and
  *      requantizes the block (numeric.h's rule, as the GEMM epilogues).
  *   3. GEMM2: warp tasks (list, 32 output columns, K range) the same way,
- *      over the requantized rows; fp32 partials.
+ *      over the requantized rows; fp32 partials. Where its first
+ *      STAGES - 1 blocks per warp are a quarter of its K blocks or more,
+ *      each warp copies their weights into its ring as soon as its GEMM1
+ *      tasks end (small_preissue_weights), so they stream during the
+ *      finalize and the barriers.
  *   4. combine: per token and 8 columns, each slot's output is its partials
  *      added in split order and rounded to bf16 (what GEMM2 stores in the
  *      general path), then the weighted sum over the slots in slot order and
@@ -64,6 +69,8 @@
 
 #include <cooperative_groups.h>
 
+#include <cmath>
+
 #include "combine.cuh"
 #include "common.cuh"
 #include "permute.cuh"
@@ -77,18 +84,20 @@ namespace detail {
 enum {
   small_max_warps = 12,
   small_tokens = FP8MOE_SMALL_MAX_TOKENS > 0 ? FP8MOE_SMALL_MAX_TOKENS : 1, /* array bounds when compiled out */
-  small_max_slots = small_tokens * FP8MOE_MAX_TOP_K,
+  small_list_rows = 8, /* a list's rows fill at most one n8 tile: an expert with more slots has several lists */
+  small_max_slots = 128, /* T * K; the plan takes one of the first 128 threads per slot */
+  small_shared_lists = (small_tokens + small_list_rows - 1) / small_list_rows, /* per shared expert */
   small_max_rows = small_max_slots + FP8MOE_MAX_SHARED_EXPERTS * small_tokens,
-  small_max_lists = small_max_slots + FP8MOE_MAX_SHARED_EXPERTS,
+  small_max_lists = small_max_slots + FP8MOE_MAX_SHARED_EXPERTS * small_shared_lists,
   /* a lane's ring slot: 8 x 16 bytes of weights (2 tiles x rows g, g+8 x 2
    * halves), 2 x 16 of its token row, 4 scales; stored [word][lane] so a
    * warp's 16-byte accesses are contiguous */
   small_slot_words = 11,
   small_slot_bytes = small_slot_words * 32 * 16,
 };
-static_assert(FP8MOE_SMALL_MAX_TOKENS >= 0 && FP8MOE_SMALL_MAX_TOKENS <= 8,
-              "FP8MOE_SMALL_MAX_TOKENS: 0 (off) to 8 (one n8 tile of tokens per expert)");
-static_assert(small_max_slots <= 128, "the plan takes one of the first 128 threads per slot");
+static_assert(FP8MOE_SMALL_MAX_TOKENS >= 0 && FP8MOE_SMALL_MAX_TOKENS <= 16,
+              "FP8MOE_SMALL_MAX_TOKENS: 0 (off) to 16");
+static_assert(8 * FP8MOE_MAX_TOP_K <= small_max_slots, "every T <= 8 fits the plan");
 static_assert(FP8MOE_MAX_TOP_K + FP8MOE_MAX_SHARED_EXPERTS <= 32, "the combine takes a lane per entry of a token");
 static_assert(FP8MOE_SMALL_STAGES >= 2 && FP8MOE_SMALL_STAGES <= 6, "FP8MOE_SMALL_STAGES: 2..6");
 
@@ -110,7 +119,9 @@ struct small_params {
   uint16_t *out = nullptr;        /* bf16 [T, H] */
 };
 
-/* The work of one run, built by every CTA in its shared memory. */
+/* The work of one run, built by every CTA in its shared memory. A list is
+ * at most small_list_rows rows of one expert: an expert's slots in slot
+ * order, 8 per list, or 8 tokens of a shared expert. */
 struct small_plan {
   int slot_local[small_max_slots];  /* local expert of slot i, or -1 */
   float slot_weight[small_max_slots];
@@ -121,7 +132,7 @@ struct small_plan {
   int row_token[small_max_rows];    /* the token of each row */
   int row_list[small_max_rows];
   int warp_sum[4];
-  int num_lists, rows;
+  int num_lists, rows, routed_rows;
 };
 
 /* Exclusive prefix sum over the first 128 threads of the block (the others
@@ -156,20 +167,25 @@ static __device__ void small_build_plan(const small_params &p, small_plan &pl) {
     pl.slot_row[tid] = -1;
   }
   __syncthreads();
-  /* the first slot of this slot's expert, the slots of it before this one,
-   * and (for a first slot) the expert's slot count */
-  int first = tid, rank = 0, count = 0;
+  /* this slot's rank among its expert's slots, the expert's slot count, and
+   * the first slot of this slot's list (ranks 8c .. 8c + 7 form list c of
+   * the expert) */
+  int rank = 0, count = 0, head_slot = tid;
   if (local >= 0) {
     for (int i = 0; i < TK; i++) {
       if (pl.slot_local[i] != local) continue;
-      if (i < tid && rank++ == 0) first = i;
+      if (i < tid) {
+        if (rank % small_list_rows == 0) head_slot = i;
+        rank++;
+      }
       count++;
     }
+    if (rank % small_list_rows == 0) head_slot = tid;
   }
-  const bool head = local >= 0 && first == tid;
+  const bool head = local >= 0 && rank % small_list_rows == 0;
   /* one scan gives both the list index (low 16 bits) and its first row */
   int total;
-  const int v = small_scan128(head ? (count << 16) | 1 : 0, &total, pl);
+  const int v = small_scan128(head ? (min(count - rank, (int)small_list_rows) << 16) | 1 : 0, &total, pl);
   const int lists = total & 0xffff, routed_rows = total >> 16;
   if (head) {
     const int j = v & 0xffff;
@@ -179,22 +195,27 @@ static __device__ void small_build_plan(const small_params &p, small_plan &pl) {
   }
   __syncthreads();
   if (local >= 0) {
-    const int j = pl.slot_list[first], r = pl.list_off[j] + rank;
+    const int j = pl.slot_list[head_slot], r = pl.list_off[j] + rank % small_list_rows;
     pl.slot_row[tid] = r;
     pl.row_token[r] = tid / K;
     pl.row_list[r] = j;
   }
-  for (int i = tid; i < S * T; i += blockDim.x) { /* shared expert s, token t: row routed_rows + s*T + t */
+  /* shared expert s: rows routed_rows + s*T + t, token chunk c of 8 in list
+   * lists + s*NC + c */
+  const int NC = (T + small_list_rows - 1) / small_list_rows;
+  for (int i = tid; i < S * T; i += blockDim.x) {
     pl.row_token[routed_rows + i] = i % T;
-    pl.row_list[routed_rows + i] = lists + i / T;
+    pl.row_list[routed_rows + i] = lists + (i / T) * NC + (i % T) / small_list_rows;
   }
-  if (tid <= S) {
-    pl.list_off[lists + tid] = routed_rows + tid * T;
-    if (tid < S) pl.list_expert[lists + tid] = -1 - tid;
+  for (int j = tid; j <= S * NC; j += blockDim.x) {
+    const int s = j / NC, c = j % NC;
+    pl.list_off[lists + j] = j == S * NC ? routed_rows + S * T : routed_rows + s * T + c * small_list_rows;
+    if (j < S * NC) pl.list_expert[lists + j] = -1 - s;
   }
   if (tid == 0) {
-    pl.num_lists = lists + S;
+    pl.num_lists = lists + S * NC;
     pl.rows = routed_rows + S * T;
+    pl.routed_rows = routed_rows;
   }
   __syncthreads();
 }
@@ -299,24 +320,36 @@ static __device__ __forceinline__ void small_columns(small_task &t, int count, f
   }
 }
 
+/* What small_issue copies of a K block: the weight rows and their scales
+ * (known from the plan), the activation rows and theirs (known once the
+ * phase before has written them), or both. */
+enum class small_part { weights = 1, acts = 2, all = 3 };
+
 /* Copy K block kb of task t into ring slot `slot` (this lane's words). */
-template <int KD>
+template <int KD, small_part PART = small_part::all>
 static __device__ __forceinline__ void small_issue(const small_task &t, int kb, uint32_t slot) {
+  constexpr bool W = ((int)PART & 1) != 0, A = ((int)PART & 2) != 0;
   const int lane = threadIdx.x & 31;
-  uint32_t d = slot + lane * 16;
+  const uint32_t d = slot + lane * 16;
+  if constexpr (W) {
 #pragma unroll
-  for (int m = 0; m < 2; m++)
+    for (int m = 0; m < 2; m++)
 #pragma unroll
-    for (int r = 0; r < 2; r++)
+      for (int r = 0; r < 2; r++)
 #pragma unroll
-      for (int h = 0; h < 2; h++, d += 512)
-        ptx::cp_async_16_stream(d, t.w[m] + (long long)r * 8 * KD + kb * 128 + h * 64, true);
+        for (int h = 0; h < 2; h++)
+          ptx::cp_async_16_stream(d + 512 * (4 * m + 2 * r + h), t.w[m] + (long long)r * 8 * KD + kb * 128 + h * 64,
+                                  true);
+    ptx::cp_async_4(d + 10 * 512 + 0, t.ws[0] + kb, true);
+    ptx::cp_async_4(d + 10 * 512 + 4, t.ws[1] + kb, true);
+  }
+  if constexpr (A) {
 #pragma unroll
-  for (int h = 0; h < 2; h++, d += 512) ptx::cp_async_16(d, t.a ? t.a + kb * 128 + h * 64 : t.w[0], t.a != nullptr);
-  ptx::cp_async_4(d + 0, t.ws[0] + kb, true);
-  ptx::cp_async_4(d + 4, t.ws[1] + kb, true);
-  ptx::cp_async_4(d + 8, t.as[0] ? t.as[0] + (long long)kb * t.as_stride : t.ws[0], t.as[0] != nullptr);
-  ptx::cp_async_4(d + 12, t.as[1] ? t.as[1] + (long long)kb * t.as_stride : t.ws[0], t.as[1] != nullptr);
+    for (int h = 0; h < 2; h++)
+      ptx::cp_async_16(d + 512 * (8 + h), t.a ? t.a + kb * 128 + h * 64 : t.w[0], t.a != nullptr);
+    ptx::cp_async_4(d + 10 * 512 + 8, t.as[0] ? t.as[0] + (long long)kb * t.as_stride : t.ws[0], t.as[0] != nullptr);
+    ptx::cp_async_4(d + 10 * 512 + 12, t.as[1] ? t.as[1] + (long long)kb * t.as_stride : t.ws[0], t.as[1] != nullptr);
+  }
 }
 
 /* One K block of a task from ring slot `slot`: acc[m] += the block's
@@ -345,37 +378,81 @@ static __device__ __forceinline__ void small_mma_block(const uint4 *slot, float 
   }
 }
 
+/* A warp's walk over the K blocks of its tasks gw, gw + nwarps, ... <
+ * ntasks, in the order the GEMM phase multiplies them. task_of(i) gives the
+ * lane's view of task i. */
+template <typename TaskOf>
+struct small_cursor {
+  int task, kb;
+  small_task t;
+  __device__ __forceinline__ small_cursor(int gw, int ntasks, const TaskOf &task_of) {
+    task = gw;
+    t = task_of(task < ntasks ? task : -1);
+    kb = t.kb;
+  }
+  /* the next K block (into t, kb); false past the last task */
+  __device__ __forceinline__ bool next(int ntasks, int nwarps, const TaskOf &task_of) {
+    while (task < ntasks && kb >= t.kb_end) {
+      task += nwarps;
+      t = task_of(task < ntasks ? task : -1);
+      kb = t.kb;
+    }
+    return task < ntasks;
+  }
+};
+
+/* The weights (and weight scales) of the first STAGES - 1 K blocks of a
+ * GEMM phase, copied into their ring slots ahead of the phase: they do not
+ * depend on the phase before, so they stream while it runs. One cp.async
+ * group per block; small_gemm_phase<..., true> then copies only those
+ * blocks' activations. */
+template <int KD, typename TaskOf>
+static __device__ __forceinline__ void small_preissue_weights(int ntasks, int gw, int nwarps, uint8_t *ring,
+                                                              const TaskOf &task_of) {
+  const uint32_t ring_s = smem_addr(ring);
+  small_cursor<TaskOf> c(gw, ntasks, task_of);
+#pragma unroll
+  for (int i = 0; i < FP8MOE_SMALL_STAGES - 1; i++) {
+    if (c.next(ntasks, nwarps, task_of)) small_issue<KD, small_part::weights>(c.t, c.kb++, ring_s + i * small_slot_bytes);
+    ptx::cp_async_commit();
+  }
+}
+
 /* A GEMM phase for this warp: tasks gw, gw + nwarps, ... < ntasks, as one
  * stream of K blocks through the warp's ring (shared memory, STAGES slots).
- * task_of(i) gives the lane's view of task i. */
+ * task_of(i) gives the lane's view of task i. weights_issued: the first
+ * STAGES - 1 blocks' weights are in flight already (small_preissue_weights,
+ * their groups older than any this phase commits). */
 template <int KD, typename TaskOf>
-static __device__ __forceinline__ void small_gemm_phase(int ntasks, int gw, int nwarps, uint8_t *ring, TaskOf task_of) {
+static __device__ __forceinline__ void small_gemm_phase(int ntasks, int gw, int nwarps, uint8_t *ring,
+                                                        const TaskOf &task_of, bool weights_issued = false) {
   constexpr int STAGES = FP8MOE_SMALL_STAGES;
   const uint32_t ring_s = smem_addr(ring);
   /* the load cursor runs STAGES - 1 K blocks ahead of the math */
-  int lt = gw;
-  small_task ld = task_of(lt < ntasks ? lt : -1);
-  int lkb = ld.kb;
-  auto issue_next = [&](int stage) {
-    while (lt < ntasks && lkb >= ld.kb_end) {
-      lt += nwarps;
-      ld = task_of(lt < ntasks ? lt : -1);
-      lkb = ld.kb;
-    }
-    if (lt < ntasks) small_issue<KD>(ld, lkb++, ring_s + stage * small_slot_bytes);
-    ptx::cp_async_commit(); /* an empty group past the end keeps the count */
-  };
+  small_cursor<TaskOf> ld(gw, ntasks, task_of);
 #pragma unroll
-  for (int i = 0; i < STAGES - 1; i++) issue_next(i);
+  for (int i = 0; i < STAGES - 1; i++) {
+    if (ld.next(ntasks, nwarps, task_of)) {
+      if (weights_issued)
+        small_issue<KD, small_part::acts>(ld.t, ld.kb++, ring_s + i * small_slot_bytes);
+      else
+        small_issue<KD>(ld.t, ld.kb++, ring_s + i * small_slot_bytes);
+    }
+    ptx::cp_async_commit(); /* an empty group past the end keeps the count */
+  }
   int stage = 0;
   for (int ct = gw; ct < ntasks; ct += nwarps) {
     const small_task t = task_of(ct);
     float acc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
     for (int kb = t.kb; kb < t.kb_end; kb++) {
+      /* this block's groups are complete (with weights_issued, the first
+       * blocks' weight groups are older still) */
       ptx::cp_async_wait<STAGES - 2>();
       small_mma_block(reinterpret_cast<const uint4 *>(ring + stage * small_slot_bytes), acc);
       /* the slot read in the previous step is free: refill it */
-      issue_next(stage == 0 ? STAGES - 1 : stage - 1);
+      if (ld.next(ntasks, nwarps, task_of))
+        small_issue<KD>(ld.t, ld.kb++, ring_s + (stage == 0 ? STAGES - 1 : stage - 1) * small_slot_bytes);
+      ptx::cp_async_commit();
       stage = stage == STAGES - 1 ? 0 : stage + 1;
     }
     const int lane = threadIdx.x & 31, g = lane >> 2;
@@ -412,7 +489,7 @@ static __device__ __forceinline__ void small_combine(const small_params &p, cons
     const int item = base + sub, t = item / (H / 8), c = (item % (H / 8)) * 8;
     int row = -1; /* entry e's row: slot e < K, then shared expert e - K; -1 without one */
     if (item < n && e < nr)
-      row = e < K ? pl.slot_row[t * K + e] : pl.list_off[pl.num_lists - p.num_shared + (e - K)] + t;
+      row = e < K ? pl.slot_row[t * K + e] : pl.routed_rows + (e - K) * T + t;
     float lo[4] = {0.0f, 0.0f, 0.0f, 0.0f}, hi[4] = {0.0f, 0.0f, 0.0f, 0.0f}, y[8];
     if (row >= 0) small_sum_splits(p.part, S2, rows, row, ld, c, c + 4, lo, hi);
 #pragma unroll /* GEMM2's bf16 value of the row (0 without one) */
@@ -455,6 +532,53 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
   const int S1 = small_splits(lists * (I / 16), H / 128, rows, p.part_rows);
   const int S2 = small_splits(lists * (H / 32), I / 128, rows, p.part_rows);
 
+  /* GEMM1: task = (list, 16 activation columns, K range) */
+  constexpr int R1 = I / 16, KB1 = H / 128;
+  auto task1_of = [&](int task) {
+    small_task t;
+    t.kb = t.kb_end = 0;
+    if (task < 0) return t;
+    const small_task_pos u = small_locate(pl, task, S1, R1);
+    const int r = u.r, row0 = u.row0, count = u.count;
+    const group_weights w = small_weights<2 * I, H>(u.e, p.w1, p.w1_scale, p.shared_w1, p.shared_w1_scale);
+    small_k_range(t, u.s, S1, KB1);
+    t.w[0] = w.b + (long long)(16 * r + g) * H + 16 * q; /* up */
+    t.w[1] = t.w[0] + (long long)I * H;                  /* gate */
+    t.ws[0] = w.scale + (16 * r / 128) * KB1;
+    t.ws[1] = w.scale + ((I + 16 * r) / 128) * KB1;
+    t.a = g < count ? p.x + (long long)pl.row_token[row0 + g] * H + 16 * q : nullptr;
+    t.as_stride = T;
+    t.tile_gap = I;
+    small_columns(t, count, p.part + ((long long)u.s * rows + row0) * ld + 16 * r, ld,
+                  [&](int i) { return p.x_scale + pl.row_token[row0 + i]; });
+    return t;
+  };
+  /* GEMM2: task = (list, 32 output columns, K range) */
+  constexpr int R2 = H / 32, KB2 = I / 128;
+  auto task2_of = [&](int task) {
+    small_task t;
+    t.kb = t.kb_end = 0;
+    if (task < 0) return t;
+    const small_task_pos u = small_locate(pl, task, S2, R2);
+    const int r = u.r, row0 = u.row0, count = u.count;
+    const group_weights w = small_weights<H, I>(u.e, p.w2, p.w2_scale, p.shared_w2, p.shared_w2_scale);
+    small_k_range(t, u.s, S2, KB2);
+    t.w[0] = w.b + (long long)(32 * r + g) * I + 16 * q;
+    t.w[1] = t.w[0] + 16LL * I;
+    t.ws[0] = t.ws[1] = w.scale + (32 * r / 128) * KB2;
+    t.a = g < count ? p.act + (long long)(row0 + g) * I + 16 * q : nullptr;
+    t.as_stride = 1;
+    t.tile_gap = 16;
+    small_columns(t, count, p.part + ((long long)u.s * rows + row0) * ld + 32 * r, ld,
+                  [&](int i) { return p.act_scale + (long long)(row0 + i) * KB2; });
+    return t;
+  };
+  /* GEMM2's first weights stream from the end of this warp's GEMM1 tasks,
+   * through the finalize, when one launch runs both and they are at least
+   * a quarter of GEMM2's K blocks */
+  const bool preissue = FP8MOE_SMALL_PREISSUE && first_phase <= 1 && last_phase >= 3 && lists > 0 &&
+                        4LL * (FP8MOE_SMALL_STAGES - 1) * nwarps >= (long long)lists * R2 * KB2;
+
   /* the phases in straight-line code, not a loop over a switch: no value
    * stays live from one phase around to the next */
 #pragma unroll
@@ -462,28 +586,8 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
     if (phase < first_phase || phase > last_phase) continue;
     if (phase > first_phase) cooperative_groups::this_grid().sync(); /* cooperative launch only */
     if (phase == 1) {
-      /* GEMM1: task = (list, 16 activation columns, K range) */
-      constexpr int R = I / 16, KB = H / 128;
-      auto task_of = [&](int task) {
-        small_task t;
-        t.kb = t.kb_end = 0;
-        if (task < 0) return t;
-        const small_task_pos u = small_locate(pl, task, S1, R);
-        const int r = u.r, row0 = u.row0, count = u.count;
-        const group_weights w = small_weights<2 * I, H>(u.e, p.w1, p.w1_scale, p.shared_w1, p.shared_w1_scale);
-        small_k_range(t, u.s, S1, KB);
-        t.w[0] = w.b + (long long)(16 * r + g) * H + 16 * q; /* up */
-        t.w[1] = t.w[0] + (long long)I * H;                  /* gate */
-        t.ws[0] = w.scale + (16 * r / 128) * KB;
-        t.ws[1] = w.scale + ((I + 16 * r) / 128) * KB;
-        t.a = g < count ? p.x + (long long)pl.row_token[row0 + g] * H + 16 * q : nullptr;
-        t.as_stride = T;
-        t.tile_gap = I;
-        small_columns(t, count, p.part + ((long long)u.s * rows + row0) * ld + 16 * r, ld,
-                      [&](int i) { return p.x_scale + pl.row_token[row0 + i]; });
-        return t;
-      };
-      small_gemm_phase<H>(lists * R * S1, gw, nwarps, ring, task_of);
+      if (lists > 0) small_gemm_phase<H>(lists * R1 * S1, gw, nwarps, ring, task1_of);
+      if (preissue) small_preissue_weights<I>(lists * R2 * S2, gw, nwarps, ring, task2_of);
     } else if (phase == 2) {
       /* finalize: warp per (row, 128 activation columns) */
       constexpr int NB = I / 128;
@@ -500,31 +604,28 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
         if (lane == 0) p.act_scale[(long long)row * NB + blk] = scale;
       }
     } else if (phase == 3) {
-      /* GEMM2: task = (list, 32 output columns, K range) */
-      constexpr int R = H / 32, KB = I / 128;
-      auto task_of = [&](int task) {
-        small_task t;
-        t.kb = t.kb_end = 0;
-        if (task < 0) return t;
-        const small_task_pos u = small_locate(pl, task, S2, R);
-        const int r = u.r, row0 = u.row0, count = u.count;
-        const group_weights w = small_weights<H, I>(u.e, p.w2, p.w2_scale, p.shared_w2, p.shared_w2_scale);
-        small_k_range(t, u.s, S2, KB);
-        t.w[0] = w.b + (long long)(32 * r + g) * I + 16 * q;
-        t.w[1] = t.w[0] + 16LL * I;
-        t.ws[0] = t.ws[1] = w.scale + (32 * r / 128) * KB;
-        t.a = g < count ? p.act + (long long)(row0 + g) * I + 16 * q : nullptr;
-        t.as_stride = 1;
-        t.tile_gap = 16;
-        small_columns(t, count, p.part + ((long long)u.s * rows + row0) * ld + 32 * r, ld,
-                      [&](int i) { return p.act_scale + (long long)(row0 + i) * KB; });
-        return t;
-      };
-      small_gemm_phase<I>(lists * R * S2, gw, nwarps, ring, task_of);
+      if (lists > 0) small_gemm_phase<I>(lists * R2 * S2, gw, nwarps, ring, task2_of, preissue);
     } else {
       small_combine<K, H>(p, pl, S2, ld, gw, nwarps);
     }
   }
+}
+
+/* Whether a run of T tokens takes the small-T layer (batch_invariant
+ * aside): every T up to 8; above, up to fp8moe_small_token_limit(K), runs
+ * whose experts have fewer than FP8MOE_SMALL_LARGE_EXPERT_WEIGHTS weights
+ * (3 I H), and runs with larger experts where the general path would have
+ * fewer than two GEMM1 tiles per SM: uniform routing's expected number of
+ * active local experts (and the shared ones) times 2I / 256 (an expert-
+ * parallel shard of a few local experts). Elsewhere the general path's
+ * Hopper GEMMs stream large experts' weights as fast and the launches it
+ * saves weigh less (DeepSeek-V3 T = 12..16 1-3% slower on this layer). */
+template <int E, int K, int H, int I>
+static inline bool small_takes(int T, int local_experts, int shared, int sm_count) {
+  if (FP8MOE_SMALL_MAX_TOKENS == 0 || T < 1 || T > fp8moe_small_token_limit(K)) return false;
+  if (T <= 8 || 3LL * I * H < (long long)FP8MOE_SMALL_LARGE_EXPERT_WEIGHTS) return true;
+  const double active = local_experts * (1.0 - std::pow(1.0 - (double)K / E, T)) + shared;
+  return active * (2 * I / 256) < 2.0 * sm_count;
 }
 
 /* Warps per CTA: as many as the device's shared memory holds rings for, up
@@ -535,7 +636,7 @@ static inline int small_warps_for(const device_info &dev) {
   return w > small_max_warps ? small_max_warps : w;
 }
 
-/* The layer for p.num_tokens in [1, FP8MOE_SMALL_MAX_TOKENS]; pdl_first: the
+/* The layer for p.num_tokens that small_takes; pdl_first: the
  * first launch may overlap the routing kernel before it (split launches
  * only), pdl: the later launches. */
 template <int E, int K, int H, int I>

@@ -68,10 +68,12 @@
 #define FP8MOE_SMALL_LARGE_EXPERT_WEIGHTS (32LL << 20)
 #endif
 
-/* Warp tasks the small-T layer aims at per GEMM: with few active experts
- * the K loop is split until about this many (list, rows, K range) tasks
- * exist, so every SM streams weights; more tasks mean shorter streams per
- * warp and more partial sums to add. */
+/* About the most warp tasks the small-T layer splits a GEMM's K loop
+ * into: with few active experts the loop is split across warps so that
+ * every SM streams weights; within this bound (and the partial sums'
+ * workspace) each GEMM takes the split whose busiest warp has the fewest K
+ * blocks. More tasks mean shorter streams per warp and more partial sums
+ * to add. */
 #ifndef FP8MOE_SMALL_TASKS
 #define FP8MOE_SMALL_TASKS 4096
 #endif

@@ -105,9 +105,9 @@ static inline fp8moe_workspace_layout fp8moe_workspace_layout_shared(int T, int 
   FP8MOE__WS_TAKE(act, rows * in);
   FP8MOE__WS_TAKE(act_scale, (in / 128) * L.scale_ld * 4);
   {
-    /* the small-T layer's partial sums, (K + S) * max(8, min(T, its limit))
-     * rows: its splits of (K + S) * T rows fit (detail/small.cuh); never
-     * smaller for a larger T */
+    /* the small-T layer's partial sums, (K + S) * max(8, min(T, its
+     * limit)) rows: its splits of (K + S) * T rows fit (detail/small.cuh);
+     * never smaller for a larger T */
     const size_t lim = (size_t)fp8moe_small_token_limit(K), tt = t < lim ? t : lim, st = tt > 8 ? tt : 8;
     L.small_rows = t == 0 || lim == 0 ? 0 : (k + sh) * st;
   }

@@ -220,15 +220,25 @@ static __device__ void small_build_plan(const small_params &p, small_plan &pl) {
   __syncthreads();
 }
 
-/* Splits of a K loop of kb blocks over `units` (list, row tile) pairs: about
- * FP8MOE_SMALL_TASKS warp tasks, at least 2 K blocks each, and partials that
- * fit the workspace. Every CTA computes the same value. */
-static __device__ __forceinline__ int small_splits(int units, int kb, int rows, int part_rows) {
+/* Splits of a K loop of kb blocks over `units` (list, row tile) pairs. Up
+ * to about FP8MOE_SMALL_TASKS warp tasks, at least 2 K blocks each, and
+ * partials that fit the workspace, the S whose busiest warp (the tasks
+ * dealt to nwarps warps in turn) has the fewest K blocks, the smallest such
+ * S on a tie (fewer partial sums). Called by whole warps: lane j weighs
+ * S = j + 1, j + 33, ...; every warp of every CTA gets the same value. */
+static __device__ __forceinline__ int small_splits(int units, int kb, int rows, int part_rows, int nwarps) {
   units = max(units, 1);
-  int s = (FP8MOE_SMALL_TASKS + units - 1) / units;
-  s = min(s, max(kb / 2, 1));
-  s = min(s, part_rows / max(rows, 1));
-  return max(s, 1);
+  int smax = (FP8MOE_SMALL_TASKS + units - 1) / units;
+  smax = min(smax, max(kb / 2, 1));
+  smax = min(smax, part_rows / max(rows, 1));
+  unsigned long long best = ~0ull; /* (K blocks of the busiest warp) << 32 | S */
+  for (int s = (threadIdx.x & 31) + 1; s <= smax; s += 32) {
+    const unsigned long long c = (unsigned long long)((units * s + nwarps - 1) / nwarps) * ((kb + s - 1) / s);
+    best = min(best, c << 32 | (unsigned)s);
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) best = min(best, __shfl_xor_sync(0xffffffffu, best, o));
+  return smax < 1 ? 1 : (int)(best & 0xffffffffu);
 }
 
 /* The sums over splits 0..S-1 of a row's partials at columns [c0, c0 + 4)
@@ -529,8 +539,9 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
   uint8_t *ring = small_ring + warp * FP8MOE_SMALL_STAGES * small_slot_bytes;
   const int lists = pl.num_lists, rows = pl.rows;
   constexpr int ld = 2 * I > H ? 2 * I : H; /* partial row length */
-  const int S1 = small_splits(lists * (I / 16), H / 128, rows, p.part_rows);
-  const int S2 = small_splits(lists * (H / 32), I / 128, rows, p.part_rows);
+  /* no list: no task and no partial sum (rows = 0) */
+  const int S1 = lists > 0 ? small_splits(lists * (I / 16), H / 128, rows, p.part_rows, nwarps) : 1;
+  const int S2 = lists > 0 ? small_splits(lists * (H / 32), I / 128, rows, p.part_rows, nwarps) : 1;
 
   /* GEMM1: task = (list, 16 activation columns, K range) */
   constexpr int R1 = I / 16, KB1 = H / 128;

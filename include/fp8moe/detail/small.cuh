@@ -1,12 +1,13 @@
 /* fp8moe/detail/small.cuh - the whole layer in one launch for a few tokens.
  *
  * At decode sizes (T <= 8, up to 16 where small_takes says so) the layer
- * reads a few experts' weights once and does little else, so the launches and kernel
- * boundaries of the general pipeline (zeroing, decode, scan, permute, two
- * GEMMs, combine: 6-7 launches, each with its own fill and drain) are much
- * of what separates it from the weight-streaming floor. This path runs the
- * routed layer as one cooperative kernel (the non-routed layer runs the
- * routing kernel before it) in four phases separated by grid-wide barriers:
+ * reads a few experts' weights once and does little else, so the launches
+ * and kernel boundaries of the general pipeline (zeroing, decode, scan,
+ * permute, two GEMMs, combine: 6-7 launches, each with its own fill and
+ * drain) are much of what separates it from the weight-streaming floor.
+ * This path runs the routed layer as one cooperative kernel (the non-routed
+ * layer runs the routing kernel before it) in four phases separated by
+ * grid-wide barriers:
  *
  *   0. plan (every CTA, in shared memory): decode the T*K slots
  *      (decode_slot, as the general path), list the local experts that have
@@ -414,8 +415,8 @@ struct small_cursor {
 /* The weights (and weight scales) of the first STAGES - 1 K blocks of a
  * GEMM phase, copied into their ring slots ahead of the phase: they do not
  * depend on the phase before, so they stream while it runs. One cp.async
- * group per block; small_gemm_phase<..., true> then copies only those
- * blocks' activations. */
+ * group per block; small_gemm_phase(..., weights_issued = true) then
+ * copies only those blocks' activations. */
 template <int KD, typename TaskOf>
 static __device__ __forceinline__ void small_preissue_weights(int ntasks, int gw, int nwarps, uint8_t *ring,
                                                               const TaskOf &task_of) {
@@ -423,7 +424,8 @@ static __device__ __forceinline__ void small_preissue_weights(int ntasks, int gw
   small_cursor<TaskOf> c(gw, ntasks, task_of);
 #pragma unroll
   for (int i = 0; i < FP8MOE_SMALL_STAGES - 1; i++) {
-    if (c.next(ntasks, nwarps, task_of)) small_issue<KD, small_part::weights>(c.t, c.kb++, ring_s + i * small_slot_bytes);
+    if (c.next(ntasks, nwarps, task_of))
+      small_issue<KD, small_part::weights>(c.t, c.kb++, ring_s + i * small_slot_bytes);
     ptx::cp_async_commit();
   }
 }
@@ -647,7 +649,7 @@ static inline int small_warps_for(const device_info &dev) {
   return w > small_max_warps ? small_max_warps : w;
 }
 
-/* The layer for p.num_tokens that small_takes; pdl_first: the
+/* The layer for a p.num_tokens that small_takes; pdl_first: the
  * first launch may overlap the routing kernel before it (split launches
  * only), pdl: the later launches. */
 template <int E, int K, int H, int I>

@@ -685,13 +685,15 @@ Test(workspace, layout_aligned_and_disjoint) {
     for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) check_layout(&layout_configs[ci], Ts[ti]);
 }
 
-/* The small-T layer's token limit: FP8MOE_SMALL_MAX_TOKENS (16), at most 128 / K. */
+/* The small-T layer's token limit: FP8MOE_SMALL_MAX_TOKENS (16), at most 128 / K, for any int K. */
 Test(workspace, small_token_limit) {
   cr_assert_eq(fp8moe_small_token_limit(1), 16);
   cr_assert_eq(fp8moe_small_token_limit(8), 16);
   cr_assert_eq(fp8moe_small_token_limit(9), 14);
   cr_assert_eq(fp8moe_small_token_limit(12), 10);
   cr_assert_eq(fp8moe_small_token_limit(16), 8);
+  cr_assert_eq(fp8moe_small_token_limit(129), 0); /* out-of-range K (validation rejects it): no overflow */
+  cr_assert_eq(fp8moe_small_token_limit(268435455), 0);
 }
 
 Test(workspace, total_grows_with_T) {

@@ -69,7 +69,7 @@ static inline size_t fp8moe__align_up(size_t v, size_t a) { return (v + a - 1) /
  * (detail/small.cuh, small_takes). 0: the path is compiled out. */
 static inline int fp8moe_small_token_limit(int K) {
   int t = FP8MOE_SMALL_MAX_TOKENS;
-  if (K > 0 && t * K > 128) t = 128 / K;
+  if (K > 0 && t > 128 / K) t = 128 / K; /* no product: any int K */
   return t;
 }
 

@@ -63,13 +63,17 @@ typedef struct fp8moe_workspace_layout {
 
 static inline size_t fp8moe__align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
+/* The most slots (T * K) the small-T layer's plan holds: it takes a
+ * thread per slot (detail/small.cuh). */
+#define FP8MOE__SMALL_MAX_SLOTS 128
+
 /* The largest T the small-T layer can take (docs/design.md) for top-k K:
- * FP8MOE_SMALL_MAX_TOKENS, at most 128 / K (its plan takes a thread per
- * slot); whether a run takes it also depends on the experts' size
- * (detail/small.cuh, small_takes). 0: the path is compiled out. */
+ * FP8MOE_SMALL_MAX_TOKENS, at most FP8MOE__SMALL_MAX_SLOTS / K; whether a
+ * run takes it also depends on the experts' size (detail/small.cuh,
+ * small_takes). 0: the path is compiled out. */
 static inline int fp8moe_small_token_limit(int K) {
   int t = FP8MOE_SMALL_MAX_TOKENS;
-  if (K > 0 && t > 128 / K) t = 128 / K; /* no product: any int K */
+  if (K > 0 && t > FP8MOE__SMALL_MAX_SLOTS / K) t = FP8MOE__SMALL_MAX_SLOTS / K; /* no product: any int K */
   return t;
 }
 

@@ -86,7 +86,7 @@ enum {
   small_max_warps = 12,
   small_tokens = FP8MOE_SMALL_MAX_TOKENS > 0 ? FP8MOE_SMALL_MAX_TOKENS : 1, /* array bounds when compiled out */
   small_list_rows = 8, /* a list's rows fill at most one n8 tile: an expert with more slots has several lists */
-  small_max_slots = 128, /* T * K; the plan takes one of the first 128 threads per slot */
+  small_max_slots = FP8MOE__SMALL_MAX_SLOTS, /* T * K: the plan takes one of the first 128 threads per slot */
   small_shared_lists = (small_tokens + small_list_rows - 1) / small_list_rows, /* per shared expert */
   small_max_rows = small_max_slots + FP8MOE_MAX_SHARED_EXPERTS * small_tokens,
   small_max_lists = small_max_slots + FP8MOE_MAX_SHARED_EXPERTS * small_shared_lists,

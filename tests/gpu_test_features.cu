@@ -252,11 +252,13 @@ Test(features, shared_experts_and_ep_shards) {
   const int E = in.c.num_experts, H = in.c.hidden;
   weights w;
   make_weights(&w, in.c, E, &rng);
-  static const int ts[] = {0, 1, 5, 13, 29, 300}; /* 13: the small-T layer, a shared expert's tokens as two lists */
+  /* 13: the small-T layer, a shared expert's tokens as two lists; 29 (174
+   * slots) where the build takes the small-T layer that far */
+  static const int ts[] = {0, 1, 5, 13, 29, 300};
   for (int S = 1; S <= 2; S++) {
     shared_weights sh;
     make_shared(&sh, in.c, S, &rng);
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < (int)(sizeof ts / sizeof ts[0]); i++) {
       if (fp8moe_test_skip_tokens(ts[i], "shared experts")) continue;
       problem p;
       make_problem(&p, in, ts[i], &rng);

@@ -1,7 +1,7 @@
 /* tests/gpu_test_moe.cu - the whole layer on the GPU against the CPU reference.
  *
  * Every SPEC section 7 configuration at T in {0, 1, 7, 13, 16, 128, 1000}
- * (DeepSeek-V3 also at 4096), the EP shard, all tokens on one expert, experts
+ * (DeepSeek-V3 also at 4096, Qwen3-30B also at 41 and 77), the EP shard, all tokens on one expert, experts
  * with no tokens, packed / unpacked / non-routed agreement, determinism,
  * CUDA-graph replay on new data, and out-of-range routed ids; the last four
  * both at a small T (the small-T layer, detail/small.cuh, where the build has
@@ -43,7 +43,12 @@ Test(moe, deepseek_v3) {
 }
 Test(moe, kimi_k2) { config_sweep(KIMI, TS, 7); }
 Test(moe, qwen3_235b) { config_sweep(QWEN235, TS, 7); }
-Test(moe, qwen3_30b) { config_sweep(QWEN30, TS, 7); }
+/* 41 and 77: odd T with 328 and 616 slots (the small-T layer's plan over
+ * many chunks of 32 slots, where the build takes it that far) */
+Test(moe, qwen3_30b) {
+  static const int ts[] = {0, 1, 7, 13, 16, 41, 77, 128, 1000};
+  config_sweep(QWEN30, ts, 9);
+}
 Test(moe, mixtral) { config_sweep(MIXTRAL, TS, 7); }
 
 /* EP shard: 256 global experts, 32 local at offset 64; routing over all 256,
@@ -115,10 +120,11 @@ static void skewed_routing(int T) {
 }
 
 /* T = 8 and 16: the small-T layer (at 16, each expert's slots split into
- * lists of 8 rows) */
+ * lists of 8 rows; at 64, where the build takes it, 8 lists per expert) */
 Test(moe, skewed_routing) {
   skewed_routing(8);
   skewed_routing(16);
+  skewed_routing(64);
   skewed_routing(1000);
 }
 
@@ -225,12 +231,14 @@ static void graph_replay(int T) {
   free_weights(&w);
 }
 
-/* T = 5 and 13: the small-T layer's cooperative kernel; T = 600,
+/* T = 5, 13 and 100: the small-T layer's cooperative kernel (100 where
+ * the build takes it that far); T = 600,
  * T*K = 4800 rows over 128 experts: on Hopper the TMA + wgmma GEMMs run, so
  * their tensor maps (kernel parameters) are captured too. */
 Test(moe, cuda_graph_replay) {
   graph_replay(5);
   graph_replay(13);
+  graph_replay(100);
   graph_replay(600);
 }
 

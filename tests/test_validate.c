@@ -629,7 +629,7 @@ static int regions_of(const fp8moe_workspace_layout *L, int T, int S, const fp8m
   r[n++] = (region){"act_scale", L->act_scale, (I / 128) * ld * 4};
   {
     /* the small-T layer's partial sums: (K + S) * max(8, min(T, its token limit)) rows */
-    const int lim = fp8moe_small_token_limit(c->top_k), tt = T < lim ? T : lim;
+    const int lim = fp8moe_small_token_limit(c->top_k, c->hidden, c->intermediate), tt = T < lim ? T : lim;
     size_t prow = T == 0 || lim == 0 ? 0 : (size_t)(c->top_k + S) * (size_t)(tt > 8 ? tt : 8);
     cr_assert_eq(L->small_rows, prow, "T %d: small_rows %zu, expected %zu", T, L->small_rows, prow);
     r[n++] = (region){"small_part", L->small_part, prow * (2 * I > H ? 2 * I : H) * 4};
@@ -685,15 +685,25 @@ Test(workspace, layout_aligned_and_disjoint) {
     for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) check_layout(&layout_configs[ci], Ts[ti]);
 }
 
-/* The small-T layer's token limit: FP8MOE_SMALL_MAX_TOKENS (16), at most 128 / K, for any int K. */
+/* The small-T layer's token limit at the default tunables: 128 tokens for
+ * experts under 32M weights, 16 for larger ones, at most 1024 / K; no
+ * overflow for any int K, H, I. */
 Test(workspace, small_token_limit) {
-  cr_assert_eq(fp8moe_small_token_limit(1), 16);
-  cr_assert_eq(fp8moe_small_token_limit(8), 16);
-  cr_assert_eq(fp8moe_small_token_limit(9), 14);
-  cr_assert_eq(fp8moe_small_token_limit(12), 10);
-  cr_assert_eq(fp8moe_small_token_limit(16), 8);
-  cr_assert_eq(fp8moe_small_token_limit(129), 0); /* out-of-range K (validation rejects it): no overflow */
-  cr_assert_eq(fp8moe_small_token_limit(268435455), 0);
+  const int H30 = 2048, I30 = 768, H3 = 7168, I3 = 2048; /* Qwen3-30B: 4.7M weights; DeepSeek-V3: 44M */
+  cr_assert_eq(fp8moe_small_token_limit(1, H30, I30), 128);
+  cr_assert_eq(fp8moe_small_token_limit(8, H30, I30), 128);
+  cr_assert_eq(fp8moe_small_token_limit(9, H30, I30), 113);
+  cr_assert_eq(fp8moe_small_token_limit(16, H30, I30), 64);
+  cr_assert_eq(fp8moe_small_token_limit(1, H3, I3), 16);
+  cr_assert_eq(fp8moe_small_token_limit(8, H3, I3), 16);
+  cr_assert_eq(fp8moe_small_token_limit(16, H3, I3), 16);
+  /* 3 I H just at or above 32M: large; just below: small */
+  cr_assert_eq(fp8moe_small_token_limit(8, 4096, 1024 * 8 / 3 + 1), 16);
+  cr_assert_eq(fp8moe_small_token_limit(8, 4096, 1024 * 8 / 3), 128);
+  cr_assert_eq(fp8moe_small_token_limit(129, H30, I30), 7);
+  cr_assert_eq(fp8moe_small_token_limit(268435455, H30, I30), 0);
+  cr_assert_eq(fp8moe_small_token_limit(8, 2147483647, 2147483647), 16);
+  cr_assert_eq(fp8moe_small_token_limit(8, -2147483647 - 1, 2147483647), 128);
 }
 
 Test(workspace, total_grows_with_T) {
@@ -727,7 +737,7 @@ static u128 need_u128_shared(const fp8moe_config *c, long long T, int S) {
   u128 x = rows * H + (H / 128) * ld * 4, y = rows * H * 2;
   /* the small-T layer's partial sums: (K + S) * max(8, min(T, its token limit)) rows of
    * max(2I, H) floats */
-  const long long lim = fp8moe_small_token_limit(c->top_k), tt = T < lim ? T : lim;
+  const long long lim = fp8moe_small_token_limit(c->top_k, c->hidden, c->intermediate), tt = T < lim ? T : lim;
   u128 part = T > 0 && lim > 0
                   ? (u128)(c->top_k + S) * (u128)(tt > 8 ? tt : 8) * (2 * I > H ? 2 * I : H) * 4
                   : 0;

@@ -32,8 +32,9 @@
  *
  * R = T*(K + S) rows at most; ld = R rounded up to 4 (16-byte strides for
  * TMA). y reuses the bytes of x_perm (dead once GEMM1 has run).
- * P = (K + S) * 8 rows (0 at T = 0 or with the small-T layer compiled
- * out): room for 8 splits of the K loop at one token, 1 at eight.
+ * P = (K + S) * max(8, min(T, L)) rows, L = fp8moe_small_token_limit (0
+ * at T = 0 or with the small-T layer compiled out): room for 8 splits of
+ * the K loop at one token, 1 from T = 8 to L.
  * The small-T layer uses act / act_scale too, [rows, I] and [rows, I/128].
  */
 #ifndef FP8MOE_WORKSPACE_H
@@ -63,16 +64,29 @@ typedef struct fp8moe_workspace_layout {
 
 static inline size_t fp8moe__align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
-/* The most slots (T * K) the small-T layer's plan holds: it takes a
- * thread per slot (detail/small.cuh). */
-#define FP8MOE__SMALL_MAX_SLOTS 128
+/* The most slots (T * K) the small-T layer's plan holds (detail/small.cuh,
+ * in shared memory): 8 per token up to FP8MOE_SMALL_MAX_TOKENS, at least
+ * 128. */
+#define FP8MOE__SMALL_MAX_SLOTS (8 * (FP8MOE_SMALL_MAX_TOKENS > 16 ? FP8MOE_SMALL_MAX_TOKENS : 16))
 
-/* The largest T the small-T layer can take (docs/design.md) for top-k K:
- * FP8MOE_SMALL_MAX_TOKENS, at most FP8MOE__SMALL_MAX_SLOTS / K; whether a
- * run takes it also depends on the experts' size (detail/small.cuh,
+/* The largest T the small-T layer can take (docs/design.md) for top-k K
+ * and experts of hidden size H and intermediate size I: FP8MOE_SMALL_MAX_TOKENS
+ * where the experts have fewer than FP8MOE_SMALL_LARGE_EXPERT_WEIGHTS
+ * weights (3 I H), FP8MOE_SMALL_LARGE_EXPERT_MAX_TOKENS (at most that)
+ * where they have more, and at most FP8MOE__SMALL_MAX_SLOTS / K; whether a
+ * run takes it also depends on T and the local experts (detail/small.cuh,
  * small_takes). 0: the path is compiled out. */
-static inline int fp8moe_small_token_limit(int K) {
+/* Whether experts of hidden size H and intermediate size I count as large
+ * for the small-T layer: 3 I H >= FP8MOE_SMALL_LARGE_EXPERT_WEIGHTS (no
+ * product that overflows for any int H, I). */
+static inline int fp8moe__small_large_experts(int H, int I) {
+  return (long long)I * H >= ((long long)FP8MOE_SMALL_LARGE_EXPERT_WEIGHTS + 2) / 3;
+}
+
+static inline int fp8moe_small_token_limit(int K, int H, int I) {
   int t = FP8MOE_SMALL_MAX_TOKENS;
+  if (fp8moe__small_large_experts(H, I) && t > FP8MOE_SMALL_LARGE_EXPERT_MAX_TOKENS)
+    t = FP8MOE_SMALL_LARGE_EXPERT_MAX_TOKENS;
   if (K > 0 && t > FP8MOE__SMALL_MAX_SLOTS / K) t = FP8MOE__SMALL_MAX_SLOTS / K; /* no product: any int K */
   return t;
 }
@@ -112,7 +126,7 @@ static inline fp8moe_workspace_layout fp8moe_workspace_layout_shared(int T, int 
     /* the small-T layer's partial sums, (K + S) * max(8, min(T, its
      * limit)) rows: its splits of (K + S) * T rows fit (detail/small.cuh);
      * never smaller for a larger T */
-    const size_t lim = (size_t)fp8moe_small_token_limit(K), tt = t < lim ? t : lim, st = tt > 8 ? tt : 8;
+    const size_t lim = (size_t)fp8moe_small_token_limit(K, H, I), tt = t < lim ? t : lim, st = tt > 8 ? tt : 8;
     L.small_rows = t == 0 || lim == 0 ? 0 : (k + sh) * st;
   }
   FP8MOE__WS_TAKE(small_part, L.small_rows * (2 * in > h ? 2 * in : h) * 4);

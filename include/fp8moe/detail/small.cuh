@@ -11,10 +11,12 @@
  *
  *   0. plan (every CTA, in shared memory): decode the T*K slots
  *      (decode_slot, as the general path), list the local experts that have
- *      slots in order of their first slot, then the shared experts; a list
- *      holds up to 8 rows of one expert (its slots in slot order, 8 per
- *      list; a shared expert: every token, 8 per list). Rows are numbered
- *      list after list.
+ *      slots in index order, then the shared experts; a list holds up to 8
+ *      rows of one expert (its slots in slot order, 8 per list; a shared
+ *      expert: every token, 8 per list). Rows are numbered list after
+ *      list. A slot's rank in its expert comes from per-expert counts of
+ *      32-slot chunks, so the plan costs about the same at T*K = 1024 as
+ *      at 8.
  *   1. GEMM1: warp tasks (list, 16 activation columns, K range): the 16 "up"
  *      and 16 "gate" weight rows times the list's token rows of x, on
  *      mma.sync m16n8k32 with the weights as the M operand, so up to 8
@@ -86,7 +88,7 @@ enum {
   small_max_warps = 12,
   small_tokens = FP8MOE_SMALL_MAX_TOKENS > 0 ? FP8MOE_SMALL_MAX_TOKENS : 1, /* array bounds when compiled out */
   small_list_rows = 8, /* a list's rows fill at most one n8 tile: an expert with more slots has several lists */
-  small_max_slots = FP8MOE__SMALL_MAX_SLOTS, /* T * K: the plan takes one of the first 128 threads per slot */
+  small_max_slots = FP8MOE__SMALL_MAX_SLOTS, /* T * K */
   small_shared_lists = (small_tokens + small_list_rows - 1) / small_list_rows, /* per shared expert */
   small_max_rows = small_max_slots + FP8MOE_MAX_SHARED_EXPERTS * small_tokens,
   small_max_lists = small_max_slots + FP8MOE_MAX_SHARED_EXPERTS * small_shared_lists,
@@ -96,8 +98,10 @@ enum {
   small_slot_words = 11,
   small_slot_bytes = small_slot_words * 32 * 16,
 };
-static_assert(FP8MOE_SMALL_MAX_TOKENS >= 0 && FP8MOE_SMALL_MAX_TOKENS <= 16,
-              "FP8MOE_SMALL_MAX_TOKENS: 0 (off) to 16");
+static_assert(FP8MOE_SMALL_MAX_TOKENS >= 0 && FP8MOE_SMALL_MAX_TOKENS <= 128,
+              "FP8MOE_SMALL_MAX_TOKENS: 0 (off) to 128");
+static_assert(FP8MOE_SMALL_LARGE_EXPERT_MAX_TOKENS >= 8 && FP8MOE_SMALL_LARGE_EXPERT_MAX_TOKENS <= 128,
+              "FP8MOE_SMALL_LARGE_EXPERT_MAX_TOKENS: 8 to 128");
 static_assert(8 * FP8MOE_MAX_TOP_K <= small_max_slots, "every T <= 8 fits the plan");
 static_assert(FP8MOE_MAX_TOP_K + FP8MOE_MAX_SHARED_EXPERTS <= 32, "the combine takes a lane per entry of a token");
 static_assert(FP8MOE_SMALL_STAGES >= 2 && FP8MOE_SMALL_STAGES <= 6, "FP8MOE_SMALL_STAGES: 2..6");
@@ -122,96 +126,135 @@ struct small_params {
 
 /* The work of one run, built by every CTA in its shared memory. A list is
  * at most small_list_rows rows of one expert: an expert's slots in slot
- * order, 8 per list, or 8 tokens of a shared expert. */
+ * order, 8 per list, or 8 tokens of a shared expert. Lists and rows follow
+ * the local experts in index order, then the shared experts. Indices are
+ * 16-bit (slots, rows and lists < 2^15), tokens 8-bit (T <= 255). */
 struct small_plan {
-  int slot_local[small_max_slots];  /* local expert of slot i, or -1 */
+  int16_t slot_local[small_max_slots];  /* local expert of slot i, or -1 */
+  int16_t slot_row[small_max_slots];    /* row of slot i, or -1 (its rank inside its chunk of 32 while planning) */
   float slot_weight[small_max_slots];
-  int slot_row[small_max_slots];    /* row of slot i, or -1 */
-  int slot_list[small_max_slots];   /* list of slot i (valid for a list's first slot) */
-  int list_off[small_max_lists + 1];
-  int list_expert[small_max_lists]; /* local expert, or -1 - s for shared expert s */
-  int row_token[small_max_rows];    /* the token of each row */
-  int row_list[small_max_rows];
-  int warp_sum[4];
+  int16_t list_off[small_max_lists + 1];
+  int16_t list_expert[small_max_lists]; /* local expert, or -1 - s for shared expert s */
+  uint8_t row_token[small_max_rows];    /* the token of each row */
+  int16_t row_list[small_max_rows];
+  int warp_sum[small_max_warps];
   int num_lists, rows, routed_rows;
 };
+static_assert(small_max_slots < 32768 && small_max_rows < 32768 && small_max_lists < 32768 && small_tokens <= 256,
+              "the plan's 16-bit indices and 8-bit tokens");
 
-/* Exclusive prefix sum over the first 128 threads of the block (the others
- * pass 0 and get 0); *total is the sum. Called by every thread. */
-static __device__ __forceinline__ int small_scan128(int v, int *total, small_plan &pl) {
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+/* Exclusive prefix sum over every thread of the block (blockDim.x a
+ * multiple of 32, at most small_max_warps warps); *total is the sum.
+ * Called by every thread. */
+static __device__ __forceinline__ int small_scan(int v, int *total, small_plan &pl) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = blockDim.x >> 5;
   int inc = v;
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
     const int n = __shfl_up_sync(0xffffffffu, inc, o);
     if (lane >= o) inc += n;
   }
-  if (warp < 4 && lane == 31) pl.warp_sum[warp] = inc;
+  if (lane == 31) pl.warp_sum[warp] = inc;
   __syncthreads();
-  int before = 0;
-  for (int w = 0; w < warp && w < 4; w++) before += pl.warp_sum[w];
-  *total = pl.warp_sum[0] + pl.warp_sum[1] + pl.warp_sum[2] + pl.warp_sum[3];
-  return warp < 4 ? before + inc - v : 0;
+  int before = 0, all = 0;
+  for (int w = 0; w < nw; w++) {
+    const int x = pl.warp_sum[w];
+    before += w < warp ? x : 0;
+    all += x;
+  }
+  *total = all;
+  __syncthreads(); /* warp_sum is free for the next scan */
+  return before + inc - v;
 }
 
+/* Shared memory the plan borrows from the ring (free until the GEMM
+ * phases): per chunk of 32 slots and local expert a 16-bit count, then per
+ * local expert its first list and row. */
+enum {
+  small_hist_bytes = small_max_slots / 32 * FP8MOE_MAX_EXPERTS * 2,
+  small_plan_scratch_bytes = small_hist_bytes + FP8MOE_MAX_EXPERTS * 4,
+};
+static_assert(4 * 2 * small_slot_bytes >= small_plan_scratch_bytes, "the smallest ring holds the plan's scratch");
+
+/* Every thread of the CTA. Thread i mod blockDim.x takes slot i, so each
+ * warp holds chunks of 32 consecutive slots; a slot's rank among its
+ * expert's slots is its expert's count in the chunks before (a prefix over
+ * chunks per expert) plus its rank inside its chunk (__match_any_sync).
+ * Every CTA computes the same plan. */
 template <int E, int K>
-static __device__ void small_build_plan(const small_params &p, small_plan &pl) {
-  const int T = p.num_tokens, TK = T * K, S = p.num_shared, tid = threadIdx.x;
-  int local = -1;
-  if (tid < TK) {
-    float w;
-    bool invalid;
-    local = decode_slot<E>(p.top, tid, &w, &invalid);
-    if (invalid && p.top.invalid_id_count && blockIdx.x == 0) atomicAdd(p.top.invalid_id_count, 1);
-    pl.slot_local[tid] = local;
-    pl.slot_weight[tid] = w;
-    pl.slot_row[tid] = -1;
-  }
+static __device__ void small_build_plan(const small_params &p, small_plan &pl, uint8_t *scratch) {
+  const int T = p.num_tokens, TK = T * K, S = p.num_shared, tid = threadIdx.x, nt = blockDim.x, lane = tid & 31;
+  const int EL = p.top.local_num_experts, chunks = (TK + 31) / 32;
+  uint16_t *hist = reinterpret_cast<uint16_t *>(scratch); /* [chunks][EL] */
+  int *first = reinterpret_cast<int *>(scratch + small_hist_bytes); /* [EL]: first list | first row << 16 */
+  for (int i = tid; i < chunks * EL; i += nt) hist[i] = 0;
   __syncthreads();
-  /* this slot's rank among its expert's slots, the expert's slot count, and
-   * the first slot of this slot's list (ranks 8c .. 8c + 7 form list c of
-   * the expert) */
-  int rank = 0, count = 0, head_slot = tid;
-  if (local >= 0) {
-    for (int i = 0; i < TK; i++) {
-      if (pl.slot_local[i] != local) continue;
-      if (i < tid) {
-        if (rank % small_list_rows == 0) head_slot = i;
-        rank++;
-      }
-      count++;
+  for (int i = tid; i - lane < TK; i += nt) { /* warp-uniform: whole chunks */
+    int local = -1;
+    if (i < TK) {
+      float w;
+      bool invalid;
+      local = decode_slot<E>(p.top, i, &w, &invalid);
+      if (invalid && p.top.invalid_id_count && blockIdx.x == 0) atomicAdd(p.top.invalid_id_count, 1);
+      pl.slot_local[i] = (int16_t)local;
+      pl.slot_weight[i] = w;
     }
-    if (rank % small_list_rows == 0) head_slot = tid;
-  }
-  const bool head = local >= 0 && rank % small_list_rows == 0;
-  /* one scan gives both the list index (low 16 bits) and its first row */
-  int total;
-  const int v = small_scan128(head ? (min(count - rank, (int)small_list_rows) << 16) | 1 : 0, &total, pl);
-  const int lists = total & 0xffff, routed_rows = total >> 16;
-  if (head) {
-    const int j = v & 0xffff;
-    pl.slot_list[tid] = j;
-    pl.list_off[j] = v >> 16;
-    pl.list_expert[j] = local;
+    const unsigned peers = __match_any_sync(0xffffffffu, local);
+    const int before = __popc(peers & ((1u << lane) - 1));
+    if (i < TK) pl.slot_row[i] = (int16_t)before;
+    if (local >= 0 && before == 0) hist[(i >> 5) * EL + local] = (uint16_t)__popc(peers);
   }
   __syncthreads();
-  if (local >= 0) {
-    const int j = pl.slot_list[head_slot], r = pl.list_off[j] + rank % small_list_rows;
-    pl.slot_row[tid] = r;
-    pl.row_token[r] = tid / K;
-    pl.row_list[r] = j;
+  /* thread tid: experts [e0, e1); each expert's column of hist becomes its
+   * exclusive prefix over chunks, and its (lists, rows) are scanned */
+  const int per = (EL + nt - 1) / nt, e0 = min(tid * per, EL), e1 = min(e0 + per, EL);
+  int mine = 0;
+  for (int e = e0; e < e1; e++) {
+    int run = 0;
+    for (int c = 0; c < chunks; c++) {
+      const int v = hist[c * EL + e];
+      hist[c * EL + e] = (uint16_t)run;
+      run += v;
+    }
+    first[e] = run;
+    mine += (run + small_list_rows - 1) / small_list_rows | run << 16;
+  }
+  int total;
+  int at = small_scan(mine, &total, pl);
+  const int lists = total & 0xffff, routed_rows = total >> 16;
+  for (int e = e0; e < e1; e++) {
+    const int n = first[e], j0 = at & 0xffff, r0 = at >> 16;
+    for (int c = 0; c * small_list_rows < n; c++) {
+      pl.list_off[j0 + c] = (int16_t)(r0 + c * small_list_rows);
+      pl.list_expert[j0 + c] = (int16_t)e;
+    }
+    first[e] = at;
+    at += (n + small_list_rows - 1) / small_list_rows | n << 16;
+  }
+  __syncthreads();
+  for (int i = tid; i < TK; i += nt) {
+    const int local = pl.slot_local[i];
+    if (local < 0) {
+      pl.slot_row[i] = -1;
+      continue;
+    }
+    const int rank = hist[(i >> 5) * EL + local] + pl.slot_row[i], f = first[local];
+    const int r = (f >> 16) + rank;
+    pl.slot_row[i] = (int16_t)r;
+    pl.row_token[r] = (uint8_t)(i / K);
+    pl.row_list[r] = (int16_t)((f & 0xffff) + rank / small_list_rows);
   }
   /* shared expert s: rows routed_rows + s*T + t, token chunk c of 8 in list
    * lists + s*NC + c */
   const int NC = (T + small_list_rows - 1) / small_list_rows;
-  for (int i = tid; i < S * T; i += blockDim.x) {
-    pl.row_token[routed_rows + i] = i % T;
-    pl.row_list[routed_rows + i] = lists + (i / T) * NC + (i % T) / small_list_rows;
+  for (int i = tid; i < S * T; i += nt) {
+    pl.row_token[routed_rows + i] = (uint8_t)(i % T);
+    pl.row_list[routed_rows + i] = (int16_t)(lists + (i / T) * NC + (i % T) / small_list_rows);
   }
-  for (int j = tid; j <= S * NC; j += blockDim.x) {
+  for (int j = tid; j <= S * NC; j += nt) {
     const int s = j / NC, c = j % NC;
-    pl.list_off[lists + j] = j == S * NC ? routed_rows + S * T : routed_rows + s * T + c * small_list_rows;
-    if (j < S * NC) pl.list_expert[lists + j] = -1 - s;
+    pl.list_off[lists + j] = (int16_t)(j == S * NC ? routed_rows + S * T : routed_rows + s * T + c * small_list_rows);
+    if (j < S * NC) pl.list_expert[lists + j] = (int16_t)(-1 - s);
   }
   if (tid == 0) {
     pl.num_lists = lists + S * NC;
@@ -532,7 +575,7 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
   extern __shared__ __align__(128) uint8_t small_ring[];
   griddep_wait(); /* the routing kernel's slots, or the previous phase's output */
   griddep_launch_dependents();
-  small_build_plan<E, K>(p, pl);
+  small_build_plan<E, K>(p, pl, small_ring);
 
   const int T = p.num_tokens, lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
   const int warps = blockDim.x >> 5;
@@ -597,7 +640,10 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
 #pragma unroll
   for (int phase = 1; phase <= 4; phase++) {
     if (phase < first_phase || phase > last_phase) continue;
-    if (phase > first_phase) cooperative_groups::this_grid().sync(); /* cooperative launch only */
+    /* cooperative launch only; a run with no list (no local slot, no shared
+     * expert: the same in every CTA) has nothing to wait for, and its
+     * combine writes zeros */
+    if (phase > first_phase && lists > 0) cooperative_groups::this_grid().sync();
     if (phase == 1) {
       if (lists > 0) small_gemm_phase<H>(lists * R1 * S1, gw, nwarps, ring, task1_of);
       if (preissue) small_preissue_weights<I>(lists * R2 * S2, gw, nwarps, ring, task2_of);
@@ -625,24 +671,24 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
 }
 
 /* Whether a run of T tokens takes the small-T layer (batch_invariant
- * aside): every T up to 8; above, up to fp8moe_small_token_limit(K), runs
- * whose experts have fewer than FP8MOE_SMALL_LARGE_EXPERT_WEIGHTS weights
- * (3 I H), and runs with larger experts where the general path would have
- * fewer than two GEMM1 tiles per SM: uniform routing's expected number of
- * active local experts (and the shared ones) times 2I / 256 (an expert-
+ * aside): T up to fp8moe_small_token_limit(K, H, I) where the experts have
+ * fewer than FP8MOE_SMALL_LARGE_EXPERT_WEIGHTS weights (3 I H); with larger
+ * experts every T up to 8, and above it runs where the general path would
+ * have fewer than two GEMM1 tiles per SM: uniform routing's expected number
+ * of active local experts (and the shared ones) times 2I / 256 (an expert-
  * parallel shard of a few local experts). Elsewhere the general path's
  * Hopper GEMMs stream large experts' weights as fast and the launches it
  * saves weigh less (DeepSeek-V3 T = 12..16 1-3% slower on this layer). */
 template <int E, int K, int H, int I>
 static inline bool small_takes(int T, int local_experts, int shared, int sm_count) {
-  if (FP8MOE_SMALL_MAX_TOKENS == 0 || T < 1 || T > fp8moe_small_token_limit(K)) return false;
-  if (T <= 8 || 3LL * I * H < (long long)FP8MOE_SMALL_LARGE_EXPERT_WEIGHTS) return true;
+  if (FP8MOE_SMALL_MAX_TOKENS == 0 || T < 1 || T > fp8moe_small_token_limit(K, H, I)) return false;
+  if (T <= 8 || !fp8moe__small_large_experts(H, I)) return true;
   const double active = local_experts * (1.0 - std::pow(1.0 - (double)K / E, T)) + shared;
   return active * (2 * I / 256) < 2.0 * sm_count;
 }
 
 /* Warps per CTA: as many as the device's shared memory holds rings for, up
- * to small_max_warps; at least 4 (the plan's 128 threads). */
+ * to small_max_warps; at least 4 (the plan's scratch). */
 static inline int small_warps_for(const device_info &dev) {
   const int avail = dev.max_smem_optin - (int)sizeof(small_plan) - 1024;
   int w = avail / (FP8MOE_SMALL_STAGES * small_slot_bytes);

@@ -685,25 +685,25 @@ Test(workspace, layout_aligned_and_disjoint) {
     for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) check_layout(&layout_configs[ci], Ts[ti]);
 }
 
-/* The small-T layer's token limit at the default tunables: 128 tokens for
- * experts under 32M weights, 16 for larger ones, at most 1024 / K; no
- * overflow for any int K, H, I. */
+/* The small-T layer's token limit at the default tunables: 64 tokens for
+ * experts under 32M weights, 16 for larger ones, at most 512 / K (the
+ * plan's 8 x 64 slots); no overflow for any int K, H, I. */
 Test(workspace, small_token_limit) {
   const int H30 = 2048, I30 = 768, H3 = 7168, I3 = 2048; /* Qwen3-30B: 4.7M weights; DeepSeek-V3: 44M */
-  cr_assert_eq(fp8moe_small_token_limit(1, H30, I30), 128);
-  cr_assert_eq(fp8moe_small_token_limit(8, H30, I30), 128);
-  cr_assert_eq(fp8moe_small_token_limit(9, H30, I30), 113);
-  cr_assert_eq(fp8moe_small_token_limit(16, H30, I30), 64);
+  cr_assert_eq(fp8moe_small_token_limit(1, H30, I30), 64);
+  cr_assert_eq(fp8moe_small_token_limit(8, H30, I30), 64);
+  cr_assert_eq(fp8moe_small_token_limit(9, H30, I30), 56);
+  cr_assert_eq(fp8moe_small_token_limit(16, H30, I30), 32);
   cr_assert_eq(fp8moe_small_token_limit(1, H3, I3), 16);
   cr_assert_eq(fp8moe_small_token_limit(8, H3, I3), 16);
   cr_assert_eq(fp8moe_small_token_limit(16, H3, I3), 16);
   /* 3 I H just at or above 32M: large; just below: small */
   cr_assert_eq(fp8moe_small_token_limit(8, 4096, 1024 * 8 / 3 + 1), 16);
-  cr_assert_eq(fp8moe_small_token_limit(8, 4096, 1024 * 8 / 3), 128);
-  cr_assert_eq(fp8moe_small_token_limit(129, H30, I30), 7);
+  cr_assert_eq(fp8moe_small_token_limit(8, 4096, 1024 * 8 / 3), 64);
+  cr_assert_eq(fp8moe_small_token_limit(129, H30, I30), 3);
   cr_assert_eq(fp8moe_small_token_limit(268435455, H30, I30), 0);
   cr_assert_eq(fp8moe_small_token_limit(8, 2147483647, 2147483647), 16);
-  cr_assert_eq(fp8moe_small_token_limit(8, -2147483647 - 1, 2147483647), 128);
+  cr_assert_eq(fp8moe_small_token_limit(8, -2147483647 - 1, 2147483647), 64);
 }
 
 Test(workspace, total_grows_with_T) {

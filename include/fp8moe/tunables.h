@@ -54,16 +54,19 @@
 
 /* Largest T (0..128) that runs the layer as one cooperative kernel (after
  * the routing kernel, non-routed) instead of the general pipeline of 6-7
- * launches; batch_invariant runs never take it, nor runs with T * K > 1024.
+ * launches; batch_invariant runs never take it, nor runs with T * K above
+ * 8 * max(16, this) (512).
  * Experts of FP8MOE_SMALL_LARGE_EXPERT_WEIGHTS or more (3 I H) take it up
  * to T = 8, and up to FP8MOE_SMALL_LARGE_EXPERT_MAX_TOKENS only where few
  * of them are local (detail/small.cuh, small_takes): elsewhere the general
  * path's GEMMs stream their weights as fast and the launches it saves weigh
- * less. Costs workspace: (K + S) * max(8, min(T, L)) rows of max(2I, H)
+ * less. Above T = 64 the general path is as fast or faster for small
+ * experts too (H100: Qwen3-30B T = 96..128, Qwen3-235B T = 80..128;
+ * docs/performance.md). Costs workspace: (K + S) * max(8, min(T, L)) rows of max(2I, H)
  * floats, L = fp8moe_small_token_limit(K, H, I) (workspace.h), and one
  * kernel per instantiated shape to compile. 0 compiles the path out. */
 #ifndef FP8MOE_SMALL_MAX_TOKENS
-#define FP8MOE_SMALL_MAX_TOKENS 128
+#define FP8MOE_SMALL_MAX_TOKENS 64
 #endif
 #ifndef FP8MOE_SMALL_LARGE_EXPERT_WEIGHTS
 #define FP8MOE_SMALL_LARGE_EXPERT_WEIGHTS (32LL << 20)

@@ -1,6 +1,6 @@
 /* fp8moe/detail/small.cuh - the whole layer in one launch for a few tokens.
  *
- * At decode sizes (T <= 8, up to 16 where small_takes says so) the layer
+ * At decode sizes (T <= 8, up to 64 where small_takes says so) the layer
  * reads a few experts' weights once and does little else, so the launches
  * and kernel boundaries of the general pipeline (zeroing, decode, scan,
  * permute, two GEMMs, combine: 6-7 launches, each with its own fill and

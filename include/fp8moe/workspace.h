@@ -69,13 +69,6 @@ static inline size_t fp8moe__align_up(size_t v, size_t a) { return (v + a - 1) /
  * 128. */
 #define FP8MOE__SMALL_MAX_SLOTS (8 * (FP8MOE_SMALL_MAX_TOKENS > 16 ? FP8MOE_SMALL_MAX_TOKENS : 16))
 
-/* The largest T the small-T layer can take (docs/design.md) for top-k K
- * and experts of hidden size H and intermediate size I: FP8MOE_SMALL_MAX_TOKENS
- * where the experts have fewer than FP8MOE_SMALL_LARGE_EXPERT_WEIGHTS
- * weights (3 I H), FP8MOE_SMALL_LARGE_EXPERT_MAX_TOKENS (at most that)
- * where they have more, and at most FP8MOE__SMALL_MAX_SLOTS / K; whether a
- * run takes it also depends on T and the local experts (detail/small.cuh,
- * small_takes). 0: the path is compiled out. */
 /* Whether experts of hidden size H and intermediate size I count as large
  * for the small-T layer: 3 I H >= FP8MOE_SMALL_LARGE_EXPERT_WEIGHTS (no
  * product that overflows for any int H, I). */
@@ -83,6 +76,13 @@ static inline int fp8moe__small_large_experts(int H, int I) {
   return (long long)I * H >= ((long long)FP8MOE_SMALL_LARGE_EXPERT_WEIGHTS + 2) / 3;
 }
 
+/* The largest T the small-T layer can take (docs/design.md) for top-k K
+ * and experts of hidden size H and intermediate size I: FP8MOE_SMALL_MAX_TOKENS
+ * where the experts have fewer than FP8MOE_SMALL_LARGE_EXPERT_WEIGHTS
+ * weights (3 I H), FP8MOE_SMALL_LARGE_EXPERT_MAX_TOKENS (at most that)
+ * where they have more, and at most FP8MOE__SMALL_MAX_SLOTS / K; whether a
+ * run takes it also depends on T and the local experts (detail/small.cuh,
+ * small_takes). 0: the path is compiled out. */
 static inline int fp8moe_small_token_limit(int K, int H, int I) {
   int t = FP8MOE_SMALL_MAX_TOKENS;
   if (fp8moe__small_large_experts(H, I) && t > FP8MOE_SMALL_LARGE_EXPERT_MAX_TOKENS)

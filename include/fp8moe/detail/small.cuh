@@ -330,7 +330,10 @@ struct small_task_pos {
   int s, r, j, e, row0, count;
 };
 
-static __device__ __forceinline__ small_task_pos small_locate(const small_plan &pl, int task, int S, int R) {
+/* Task `task` of S splits x R row tiles, and into k its K range: split s
+ * of S over KB blocks. */
+static __device__ __forceinline__ small_task_pos small_locate(const small_plan &pl, int task, int S, int R, int KB,
+                                                              small_task &k) {
   small_task_pos t;
   t.s = task % S;
   t.r = (task / S) % R;
@@ -338,6 +341,8 @@ static __device__ __forceinline__ small_task_pos small_locate(const small_plan &
   t.e = pl.list_expert[t.j];
   t.row0 = pl.list_off[t.j];
   t.count = pl.list_off[t.j + 1] - t.row0;
+  k.kb = t.s * KB / S;
+  k.kb_end = (t.s + 1) * KB / S;
   return t;
 }
 
@@ -354,11 +359,6 @@ static __device__ __forceinline__ group_weights small_weights(int e, const uint8
   return g;
 }
 
-/* A task's K range: split s of S over KB blocks. */
-static __device__ __forceinline__ void small_k_range(small_task &t, int s, int S, int KB) {
-  t.kb = s * KB / S;
-  t.kb_end = (s + 1) * KB / S;
-}
 
 /* This lane's two C columns, list entries 2q and 2q + 1 of `count`: their
  * activation scales at K block 0 (scale_of(entry)) and their partial rows
@@ -594,10 +594,9 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
     small_task t;
     t.kb = t.kb_end = 0;
     if (task < 0) return t;
-    const small_task_pos u = small_locate(pl, task, S1, R1);
+    const small_task_pos u = small_locate(pl, task, S1, R1, KB1, t);
     const int r = u.r, row0 = u.row0, count = u.count;
     const group_weights w = small_weights<2 * I, H>(u.e, p.w1, p.w1_scale, p.shared_w1, p.shared_w1_scale);
-    small_k_range(t, u.s, S1, KB1);
     t.w[0] = w.b + (long long)(16 * r + g) * H + 16 * q; /* up */
     t.w[1] = t.w[0] + (long long)I * H;                  /* gate */
     t.ws[0] = w.scale + (16 * r / 128) * KB1;
@@ -615,10 +614,9 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
     small_task t;
     t.kb = t.kb_end = 0;
     if (task < 0) return t;
-    const small_task_pos u = small_locate(pl, task, S2, R2);
+    const small_task_pos u = small_locate(pl, task, S2, R2, KB2, t);
     const int r = u.r, row0 = u.row0, count = u.count;
     const group_weights w = small_weights<H, I>(u.e, p.w2, p.w2_scale, p.shared_w2, p.shared_w2_scale);
-    small_k_range(t, u.s, S2, KB2);
     t.w[0] = w.b + (long long)(32 * r + g) * I + 16 * q;
     t.w[1] = t.w[0] + 16LL * I;
     t.ws[0] = t.ws[1] = w.scale + (32 * r / 128) * KB2;

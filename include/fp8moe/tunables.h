@@ -62,9 +62,10 @@
  * path's GEMMs stream their weights as fast and the launches it saves weigh
  * less. Above T = 64 the general path is as fast or faster for small
  * experts too (H100: Qwen3-30B T = 96..128, Qwen3-235B T = 80..128;
- * docs/performance.md). Costs workspace: (K + S) * max(8, min(T, L)) rows of max(2I, H)
- * floats, L = fp8moe_small_token_limit(K, H, I) (workspace.h), and one
- * kernel per instantiated shape to compile. 0 compiles the path out. */
+ * docs/performance.md). Costs workspace: (K + S) * max(8, min(T, L))
+ * rows of max(2I, H) floats, L = fp8moe_small_token_limit(K, H, I)
+ * (workspace.h), and one kernel per instantiated shape to compile. 0
+ * compiles the path out. */
 #ifndef FP8MOE_SMALL_MAX_TOKENS
 #define FP8MOE_SMALL_MAX_TOKENS 64
 #endif

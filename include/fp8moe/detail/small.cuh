@@ -359,7 +359,6 @@ static __device__ __forceinline__ group_weights small_weights(int e, const uint8
   return g;
 }
 
-
 /* This lane's two C columns, list entries 2q and 2q + 1 of `count`: their
  * activation scales at K block 0 (scale_of(entry)) and their partial rows
  * (out + entry * ld); NULL past the list. */

@@ -236,6 +236,7 @@ static fp8moe_status moe_run(const fp8moe_args *a, void *workspace, size_t works
   g1.swiglu_beta = a->swiglu_beta;
   g1.swiglu_limit = a->swiglu_limit;
   if (FP8MOE_SM90_DYNAMIC_SCHEDULE) g1.tile_counter = reinterpret_cast<int *>(ws + L.tile_counter); /* zeroed by the scan */
+  g1.early_weights = true; /* the offsets: written by the scan, two kernels ahead (three for GEMM2) */
   if ((st = grouped_gemm_launch<2 * I, H, epilogue::swiglu_quant>(g1, s, pdl, pin)) != FP8MOE_OK) return st;
 
   grouped_gemm_params g2 = g1;

@@ -174,6 +174,16 @@
 #define FP8MOE_SM90_DYNAMIC_SCHEDULE 1
 #endif
 
+/* 1: in the MoE layer launched with PDL, each grouped-GEMM CTA (both
+ * paths) loads the weights of its first tile's first stages before it
+ * waits for the kernel ahead of it, so they stream while that kernel's
+ * last CTAs run (GEMM2's during GEMM1's tail, GEMM1's during the
+ * permute's); the activations follow once that kernel is done. 0: every
+ * load waits. The bits are the same either way. */
+#ifndef FP8MOE_EARLY_WEIGHTS
+#define FP8MOE_EARLY_WEIGHTS 1
+#endif
+
 /* Tiles of at most this many rows (a group's short last tile, a decode
  * group) computed with the operands swapped: the weight tile on wgmma M
  * (each consumer warpgroup 64-row blocks of its half) and the tile's rows

@@ -117,7 +117,9 @@ static __device__ __forceinline__ uint32_t smem_addr(const void *p) {
  * GPU may start it while the kernel before it on the stream is still
  * running, so its launch, block scheduling and prologue overlap that
  * kernel's tail instead of following it. Every fp8moe kernel therefore calls
- * griddep_wait() before it reads anything an earlier kernel wrote (it returns
+ * griddep_wait() before it reads anything the kernel before it wrote (the
+ * grouped GEMMs read their group offsets, written two kernels back, and
+ * load weights ahead of it: params.cuh, early_weights) (it returns
  * once the preceding grid has completed and its writes are visible; it is a
  * no-op in a kernel not launched that way, and compiles to nothing before
  * sm_90), and griddep_launch_dependents() right after it, which lets the

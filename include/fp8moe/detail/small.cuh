@@ -163,8 +163,7 @@ static __device__ __forceinline__ int small_scan(int v, int *total, small_plan &
     all += x;
   }
   *total = all;
-  __syncthreads(); /* warp_sum is free for the next scan */
-  return before + inc - v;
+  return before + inc - v; /* the caller syncs before warp_sum is written again */
 }
 
 /* Shared memory the plan borrows from the ring (free until the GEMM
@@ -583,9 +582,14 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
   uint8_t *ring = small_ring + warp * FP8MOE_SMALL_STAGES * small_slot_bytes;
   const int lists = pl.num_lists, rows = pl.rows;
   constexpr int ld = 2 * I > H ? 2 * I : H; /* partial row length */
-  /* no list: no task and no partial sum (rows = 0) */
-  const int S1 = lists > 0 ? small_splits(lists * (I / 16), H / 128, rows, p.part_rows, nwarps) : 1;
-  const int S2 = lists > 0 ? small_splits(lists * (H / 32), I / 128, rows, p.part_rows, nwarps) : 1;
+  if (lists == 0) {
+    /* no local slot and no shared expert (the same plan in every CTA): no
+     * task, no partial sum, nothing to wait for; the combine writes zeros */
+    if (last_phase == 4) small_combine<K, H>(p, pl, 1, ld, gw, nwarps);
+    return;
+  }
+  const int S1 = small_splits(lists * (I / 16), H / 128, rows, p.part_rows, nwarps);
+  const int S2 = small_splits(lists * (H / 32), I / 128, rows, p.part_rows, nwarps);
 
   /* GEMM1: task = (list, 16 activation columns, K range) */
   constexpr int R1 = I / 16, KB1 = H / 128;
@@ -629,7 +633,7 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
   /* GEMM2's first weights stream from the end of this warp's GEMM1 tasks,
    * through the finalize, when one launch runs both and they are at least
    * a quarter of GEMM2's K blocks */
-  const bool preissue = FP8MOE_SMALL_PREISSUE && first_phase <= 1 && last_phase >= 3 && lists > 0 &&
+  const bool preissue = FP8MOE_SMALL_PREISSUE && first_phase <= 1 && last_phase >= 3 &&
                         4LL * (FP8MOE_SMALL_STAGES - 1) * nwarps >= (long long)lists * R2 * KB2;
 
   /* the phases in straight-line code, not a loop over a switch: no value
@@ -637,12 +641,9 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
 #pragma unroll
   for (int phase = 1; phase <= 4; phase++) {
     if (phase < first_phase || phase > last_phase) continue;
-    /* cooperative launch only; a run with no list (no local slot, no shared
-     * expert: the same in every CTA) has nothing to wait for, and its
-     * combine writes zeros */
-    if (phase > first_phase && lists > 0) cooperative_groups::this_grid().sync();
+    if (phase > first_phase) cooperative_groups::this_grid().sync(); /* cooperative launch only */
     if (phase == 1) {
-      if (lists > 0) small_gemm_phase<H>(lists * R1 * S1, gw, nwarps, ring, task1_of);
+      small_gemm_phase<H>(lists * R1 * S1, gw, nwarps, ring, task1_of);
       if (preissue) small_preissue_weights<I>(lists * R2 * S2, gw, nwarps, ring, task2_of);
     } else if (phase == 2) {
       /* finalize: warp per (row, 128 activation columns) */
@@ -660,7 +661,7 @@ __global__ void __launch_bounds__(small_max_warps * 32, 1)
         if (lane == 0) p.act_scale[(long long)row * NB + blk] = scale;
       }
     } else if (phase == 3) {
-      if (lists > 0) small_gemm_phase<I>(lists * R2 * S2, gw, nwarps, ring, task2_of, preissue);
+      small_gemm_phase<I>(lists * R2 * S2, gw, nwarps, ring, task2_of, preissue);
     } else {
       small_combine<K, H>(p, pl, S2, ld, gw, nwarps);
     }

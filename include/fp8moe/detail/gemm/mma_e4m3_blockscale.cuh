@@ -140,11 +140,18 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int G = p.num_groups;
 
-  griddep_wait(); /* group offsets and A: written by the kernels before (PDL) */
-  griddep_launch_dependents();
+  /* early: the offsets are final already (params.cuh), so the work list and
+   * the first tile's weights need not wait for the kernel before; only the
+   * 16-row (decode) tiles do it, which are the ones Hopper runs */
+  constexpr bool EARLY = FP8MOE_EARLY_WEIGHTS && BM == 16;
+  const bool early = EARLY && p.early_weights;
+  if (!early) {
+    griddep_wait(); /* group offsets and A: written by the kernels before (PDL) */
+    griddep_launch_dependents();
+  }
 
   /* ---- Phase 1: the work list (schedule.cuh) ---- */
-  load_group_offsets<T::threads>(p, s_off);
+  load_group_offsets<T::threads, EARLY>(p, s_off);
   __syncthreads();
   if (warp == 0) build_tile_prefix(s_off, G, T::bm, s_pre, lane);
   __syncthreads();
@@ -160,7 +167,26 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
   group_weights pw = weights_of_group<N, K>(p, pc.g);
   int p_kb = 0, p_tile = blockIdx.x, p_it = 0;
   stage_ring p_ring(stages);
-  auto load_next = [&]() {
+  /* B of K block kb of column tile n0 of group weights w: halves x bn rows
+   * x 8 chunks of the group's [N, K] */
+  auto load_b = [&](uint32_t st, const group_weights &w, int n0, int kb) {
+#pragma unroll
+    for (int i = 0; i < T::halves * T::bn * 8 / T::threads; ++i) {
+      int id = tid + i * T::threads, r = id >> 3, c = id & 7;
+      long long brow = n0 + (r / T::bn) * HALF_N + (r % T::bn);
+      cp_async_16(st + T::a_bytes + r * 128 + ((c ^ (r & 7)) << 4), w.b + brow * K + kb * 128 + c * 16, true);
+    }
+  };
+  /* early: the first `pre` stages' B (all of the first tile) as one
+   * cp.async group ahead of the stages' own, before the wait */
+  const int pre = early ? min(stages - 1, min(iters, KB)) : 0;
+  if (early) {
+    for (int s = 0; s < pre; ++s) load_b(smem0 + s * T::stage_bytes, pw, pc.n_tile * T::bn, s);
+    cp_async_commit();
+    griddep_wait(); /* A and its scales: written by the kernel before */
+    griddep_launch_dependents();
+  }
+  auto load_next = [&](bool with_b) {
     if (p_it < iters) {
       const uint32_t st = smem0 + p_ring.stage * T::stage_bytes;
       const int n0 = pc.n_tile * T::bn;
@@ -173,13 +199,7 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
         const uint8_t *src = p.a + (ok ? (long long)row * K + p_kb * 128 + c * 16 : 0);
         cp_async_16(st + r * 128 + ((c ^ (r & 7)) << 4), src, ok);
       }
-      /* B: halves x bn rows x 8 chunks of the group's [N, K] */
-#pragma unroll
-      for (int i = 0; i < T::halves * T::bn * 8 / T::threads; ++i) {
-        int id = tid + i * T::threads, r = id >> 3, c = id & 7;
-        long long brow = n0 + (r / T::bn) * HALF_N + (r % T::bn);
-        cp_async_16(st + T::a_bytes + r * 128 + ((c ^ (r & 7)) << 4), pw.b + brow * K + p_kb * 128 + c * 16, true);
-      }
+      if (with_b) load_b(st, pw, n0, p_kb);
       /* scales of this k-block: bm A rows, one per B half */
       if (tid < T::bm) {
         int row = pc.row0 + tid;
@@ -225,7 +245,7 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
   int c_tile = blockIdx.x;
   stage_ring c_ring(stages);
 
-  for (int s = 0; s < stages - 1; ++s) load_next();
+  for (int s = 0; s < stages - 1; ++s) load_next(s >= pre); /* stage s is the s-th load */
 
   /* ---- Phase 4: main loop over the flat (tile, kb) sequence ---- */
   for (int it = 0; it < iters; ++it) {
@@ -247,7 +267,7 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
     default: cp_async_wait<2>(); break;
     }
     __syncthreads();
-    load_next();
+    load_next(true);
 
     const uint32_t st = smem0 + c_ring.stage * T::stage_bytes;
     const uint8_t *st_ptr = smem + c_ring.stage * T::stage_bytes;

@@ -74,6 +74,12 @@ struct grouped_gemm_params {
    * free up (tunables.h: FP8MOE_SM90_DYNAMIC_SCHEDULE) and leaves zero
    * again. No two launches in flight at once may share them. */
   int *tile_counter = nullptr;
+  /* true where group_offset is final before the kernel ahead of this one
+   * on the stream starts (the MoE pipeline, whose scan writes it two
+   * kernels ahead). Launched with PDL, each CTA then reads the offsets and
+   * loads its first tile's weights (FP8MOE_EARLY_WEIGHTS) while that
+   * kernel still runs, and waits for it before it loads any A. */
+  bool early_weights = false;
 };
 
 /* A group's weights: its [N, K] block of B and its [N/128, K/128] scales. */

@@ -24,11 +24,14 @@ namespace fp8moe {
 namespace detail {
 
 /* Step 1, by all THREADS threads of the CTA: s_off[0..G] = clamped offsets.
- * The caller synchronizes before reading them. */
-template <int THREADS>
+ * The caller synchronizes before reading them. FROM_L2: a kernel that may
+ * read them before its griddep_wait (params.cuh, early_weights) reads them
+ * from L2, which holds the scan's writes, not from a line this SM's L1 may
+ * keep from an earlier run. */
+template <int THREADS, bool FROM_L2 = false>
 static __device__ __forceinline__ void load_group_offsets(const grouped_gemm_params &p, int *s_off) {
   for (int g = threadIdx.x; g <= p.num_groups; g += THREADS) {
-    const int o = p.group_offset[g];
+    const int o = FROM_L2 ? __ldcg(p.group_offset + g) : p.group_offset[g];
     s_off[g] = o < 0 ? 0 : (o > p.m_total ? p.m_total : o);
   }
 }

@@ -680,9 +680,14 @@ __global__ void __launch_bounds__(CFG::threads, 1)
   }
   const uint32_t rank = CL > 1 ? sm90::cluster_ctarank() : 0u;
   if constexpr (CL > 1) sm90::cluster_sync(); /* the partner's barriers exist before any remote use */
-  griddep_wait(); /* group offsets and A: written by the kernels before (PDL) */
-  griddep_launch_dependents();
-  load_group_offsets<CFG::threads>(p, s_off);
+  /* early: the offsets are final already (params.cuh), so the work list and
+   * the first item's weight boxes need not wait for the kernel before */
+  const bool early = FP8MOE_EARLY_WEIGHTS && CL == 1 && p.early_weights;
+  if (!early) {
+    griddep_wait(); /* group offsets and A: written by the kernels before (PDL) */
+    griddep_launch_dependents();
+  }
+  load_group_offsets<CFG::threads, CL == 1>(p, s_off);
   __syncthreads();
   if (warp == 0) build_tile_prefix(s_off, G, BM, s_prefix, lane);
   __syncthreads();
@@ -733,6 +738,43 @@ __global__ void __launch_bounds__(CFG::threads, 1)
     }
   };
 
+  /* the weight boxes of K block kb of item it into stage `stage` */
+  auto load_b = [&](const work_item &it, bool shared_b, int kb, int stage) {
+    const bool extra = it.g >= G - p.extra_groups;
+    const CUtensorMap *mb = extra ? &map_b_extra : &map_b;
+    const int gi = extra ? it.g - (G - p.extra_groups) : it.g;
+    uint8_t *st = smem + stage * stage_bytes;
+#pragma unroll
+    for (int c = 0; c < L::boxes; c++) {
+      const int brow = gi * N + (EPI == epilogue::swiglu_quant ? c * (N / 2) + it.n_tile * 128
+                                                               : it.n_tile * BN + c * L::box_rows);
+      uint8_t *dst = st + CFG::a_bytes + c * L::box_rows * 128;
+      if (CL > 1 && shared_b) { /* box c from rank c % 2, into both CTAs */
+        if (c % CL == (int)rank)
+          sm90::tma_load_2d_multicast(dst, mb, &full[stage], kb * sm90_bk, brow, (uint16_t)3);
+      } else {
+        sm90::tma_load_2d(dst, mb, &full[stage], kb * sm90_bk, brow);
+      }
+    }
+  };
+  /* early: the first item's first `pre` stages get their weight boxes now
+   * (the ring is empty: stage kb holds K block kb) */
+  const int pre = early && first < total ? (KB < STAGES ? KB : STAGES) : 0;
+  if (early) {
+    if (pre > 0 && warp == 4 * CFG::consumers && sm90::elect_one()) {
+      sm90::tma_prefetch_map(&map_b);
+      if (p.extra_groups > 0) sm90::tma_prefetch_map(&map_b_extra);
+      bool shared_b;
+      const work_item it = item_of(first, &shared_b);
+      for (int kb = 0; kb < pre; kb++) {
+        sm90::mbar_expect_tx(&full[kb], (uint32_t)(BN * 128));
+        load_b(it, shared_b, kb, kb);
+      }
+    }
+    griddep_wait(); /* A and its scales: written by the kernel before */
+    griddep_launch_dependents();
+  }
+
   if (warp >= 4 * CFG::consumers) {
     /* ---- producer warpgroup (the one after the consumers): its first warp
      * takes the items in turn and streams their A and B boxes with TMA (one
@@ -753,14 +795,6 @@ __global__ void __launch_bounds__(CFG::threads, 1)
         for (int w = first; w < total; w = next_item(w, seq++)) {
           bool shared_b;
           const work_item it = item_of(w, &shared_b);
-          const bool extra = it.g >= G - p.extra_groups;
-          const CUtensorMap *mb = extra ? &map_b_extra : &map_b;
-          const int gi = extra ? it.g - (G - p.extra_groups) : it.g;
-          int brow[L::boxes];
-#pragma unroll
-          for (int c = 0; c < L::boxes; c++)
-            brow[c] = gi * N + (EPI == epilogue::swiglu_quant ? c * (N / 2) + it.n_tile * 128
-                                                              : it.n_tile * BN + c * L::box_rows);
           /* decode-sized tiles load only the A rows they have (rows past the
            * group in the last box are other groups' rows or zeros; rows past
            * the last box keep stale data: all are masked at the store). A
@@ -769,26 +803,19 @@ __global__ void __launch_bounds__(CFG::threads, 1)
           const int rows = min(it.row_end - it.row0, BM);
           const int a_boxes = (rows + sm90_a_box_rows - 1) / sm90_a_box_rows;
           /* a cluster partner with no rows loads nothing but keeps its ring in step */
-          const uint32_t bytes = (uint32_t)(a_boxes * sm90_a_box_rows * 128 + (rows > 0 ? BN * 128 : 0));
+          const uint32_t a_bytes = (uint32_t)(a_boxes * sm90_a_box_rows * 128);
+          const uint32_t b_bytes = rows > 0 ? (uint32_t)(BN * 128) : 0u;
           for (int kb = 0; kb < KB; kb++) {
+            const bool b_loaded = seq == 0 && kb < pre; /* before the wait, above */
             sm90::mbar_wait(&empty[ring.stage], ring.phase ^ 1u);
             s_item[ring.stage] = w; /* published by both arrives below */
             sm90::mbar_arrive(&item_ready[ring.stage]);
             uint8_t *st = smem + ring.stage * stage_bytes;
-            sm90::mbar_arrive_expect_tx(&full[ring.stage], bytes);
+            sm90::mbar_arrive_expect_tx(&full[ring.stage], a_bytes + (b_loaded ? 0u : b_bytes));
             for (int b = 0; b < a_boxes; b++)
               sm90::tma_load_2d(st + b * sm90_a_box_rows * 128, &map_a, &full[ring.stage], kb * sm90_bk,
                                 it.row0 + b * sm90_a_box_rows);
-#pragma unroll
-            for (int c = 0; c < L::boxes; c++) {
-              uint8_t *dst = st + CFG::a_bytes + c * L::box_rows * 128;
-              if (CL > 1 && shared_b) { /* box c from rank c % 2, into both CTAs */
-                if (c % CL == (int)rank)
-                  sm90::tma_load_2d_multicast(dst, mb, &full[ring.stage], kb * sm90_bk, brow[c], (uint16_t)3);
-              } else if (rows > 0) {
-                sm90::tma_load_2d(dst, mb, &full[ring.stage], kb * sm90_bk, brow[c]);
-              }
-            }
+            if (!b_loaded && rows > 0) load_b(it, shared_b, kb, ring.stage); /* shared_b implies rows */
             ring.advance();
           }
         }

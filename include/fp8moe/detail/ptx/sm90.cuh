@@ -52,6 +52,13 @@ static __device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t *bar, uint
 #endif
 }
 
+/* `bytes` more expected transaction bytes for this phase, no arrival. */
+static __device__ __forceinline__ void mbar_expect_tx(uint64_t *bar, uint32_t bytes) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
+#endif
+}
+
 /* One arrival. */
 static __device__ __forceinline__ void mbar_arrive(uint64_t *bar) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)

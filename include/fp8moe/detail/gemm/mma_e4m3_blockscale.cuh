@@ -58,8 +58,10 @@
  * there are tiles for both (gemm_mma_launch_bm). Tunables: tunables.h.
  *
  * Launch: with pdl (common.cuh) the kernel may start while the previous one
- * on the stream finishes; it waits (griddep_wait) before it reads the group
- * offsets or A.
+ * on the stream finishes; it waits (griddep_wait) before it reads A, and
+ * before it reads the group offsets unless they are final already
+ * (params.cuh, early_weights): then the 16-row tiles load their first
+ * tile's weights ahead of the wait.
  */
 #ifndef FP8MOE_DETAIL_GEMM_MMA_E4M3_BLOCKSCALE_CUH
 #define FP8MOE_DETAIL_GEMM_MMA_E4M3_BLOCKSCALE_CUH

@@ -69,6 +69,11 @@
  *    warpgroups on half of the columns each in calls whose groups average
  *    at most 64 rows (decode sizes; HALF in sm90_config), else by
  *    warpgroup 0 alone while warpgroup 1 only keeps the barrier protocol.
+ *  - Early weights (params.cuh, early_weights; no clusters): a CTA reads
+ *    the offsets and issues its first item's weight boxes for up to STAGES
+ *    K blocks (each stage's full barrier told their bytes with expect_tx)
+ *    before griddep_wait, so they load while the kernel before ends; the
+ *    stages' A boxes and scales follow the wait.
  *  - Epilogues (epilogue.cuh) store straight from the accumulators (bf16
  *    row segments 8 bytes per lane, whole sectors per quad; fp32 or fp8
  *    pairs), rows masked at the group end; swiglu_quant holds up

@@ -174,8 +174,9 @@
 #define FP8MOE_SM90_DYNAMIC_SCHEDULE 1
 #endif
 
-/* 1: in the MoE layer launched with PDL, each grouped-GEMM CTA (both
- * paths) loads the weights of its first tile's first stages before it
+/* 1: in the MoE layer launched with PDL, each grouped-GEMM CTA (the
+ * Hopper kernel, and the portable kernel's 16-row tiles) reads the group
+ * offsets and loads the weights of its first tile's first stages before it
  * waits for the kernel ahead of it, so they stream while that kernel's
  * last CTAs run (GEMM2's during GEMM1's tail, GEMM1's during the
  * permute's); the activations follow once that kernel is done. 0: every

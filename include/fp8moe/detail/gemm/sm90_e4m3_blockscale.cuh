@@ -687,12 +687,13 @@ __global__ void __launch_bounds__(CFG::threads, 1)
   if constexpr (CL > 1) sm90::cluster_sync(); /* the partner's barriers exist before any remote use */
   /* early: the offsets are final already (params.cuh), so the work list and
    * the first item's weight boxes need not wait for the kernel before */
-  const bool early = FP8MOE_EARLY_WEIGHTS && CL == 1 && p.early_weights;
+  constexpr bool EARLY = FP8MOE_EARLY_WEIGHTS && CL == 1;
+  const bool early = EARLY && p.early_weights;
   if (!early) {
     griddep_wait(); /* group offsets and A: written by the kernels before (PDL) */
     griddep_launch_dependents();
   }
-  load_group_offsets<CFG::threads, CL == 1>(p, s_off);
+  load_group_offsets<CFG::threads, EARLY>(p, s_off);
   __syncthreads();
   if (warp == 0) build_tile_prefix(s_off, G, BM, s_prefix, lane);
   __syncthreads();

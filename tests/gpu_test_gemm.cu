@@ -266,7 +266,25 @@ struct variants {
   static const char *name(int i) { return i == 0 ? "BM=64" : i == 1 ? "BM=16" : "BM=16 BN=64"; }
 };
 
-/* Run a store epilogue with each tile variant (twice), check against C. */
+/* Each case runs every variant three times: without a work counter, then
+ * twice with one, from which a build with FP8MOE_MMA_CLAIMED
+ * (gpu_test_gemm_claimed) claims the tiles (the second run needs the first
+ * to have left it at zero). All three must give the same bits, and the
+ * counter must be zero again. */
+static const int RUNS = 3;
+static int32_t *new_counter(void) {
+  int32_t *c = dev_alloc<int32_t>(2);
+  CUDA_OK(cudaMemset(c, 0, 2 * sizeof(int32_t)));
+  return c;
+}
+static void check_counter_left(const char *what, const int32_t *counter) {
+  int32_t left[2] = {-1, -1};
+  dev_download(left, counter, 2);
+  cr_assert(left[0] == 0 && left[1] == 0, "%s: tile counter left at %d, %d", what, left[0], left[1]);
+}
+
+/* Run a store epilogue with each tile variant (static, then claimed twice),
+ * check against C. */
 template <int N, int K, epilogue EPI>
 static void run_store_case(const char *what_, const std::vector<int> &sizes, int pad_before, int pad_after,
                            fp8moe_rng *r) {
@@ -287,20 +305,25 @@ static void run_store_case(const char *what_, const std::vector<int> &sizes, int
     }
   }
   uint8_t *c = dev_upload(poison.data(), bytes);
+  int32_t *counter = new_counter();
   grouped_gemm_params p = params_of(P, d);
   p.c = c;
   for (int v = 0; v < variants<N, K, EPI>::count; ++v) {
     char what[160];
     snprintf(what, sizeof what, "%s %s", what_, variants<N, K, EPI>::name(v));
-    for (int run = 0; run < 2; ++run) {
+    for (int run = 0; run < RUNS; ++run) {
       CUDA_OK(cudaMemcpy(c, poison.data(), bytes, cudaMemcpyHostToDevice));
+      p.tile_counter = run > 0 ? counter : nullptr;
       fp8moe_status s = variants<N, K, EPI>::fn(v)(p, 0, false);
       cr_assert_eq(s, FP8MOE_OK, "%s: %s", what, fp8moe_status_string(s));
       CUDA_OK(cudaDeviceSynchronize());
       dev_download(run ? out2.data() : out.data(), c, bytes);
+      if (run > 0) cr_assert(out2 == out, "%s: launch %d (claimed tiles) differs from the static order", what, run);
     }
+    check_counter_left(what, counter);
     check_store(what, P, bf16, out, out2, C);
   }
+  cudaFree(counter);
   cudaFree(c);
   release(d);
 }
@@ -323,6 +346,7 @@ static void run_swiglu_case(const char *what_, const std::vector<int> &sizes, in
   for (auto &x : spoison) memcpy(&x, &POISON_FP32, 4);
   uint8_t *dq = dev_upload(qpoison.data(), qn);
   float *ds = dev_upload(spoison.data(), sn);
+  int32_t *counter = new_counter();
   grouped_gemm_params p = params_of(P, d);
   p.c = dq;
   p.c_scale = ds;
@@ -330,16 +354,20 @@ static void run_swiglu_case(const char *what_, const std::vector<int> &sizes, in
   for (int v = 0; v < V::count; ++v) {
     char what[160];
     snprintf(what, sizeof what, "%s %s", what_, V::name(v));
-    for (int run = 0; run < 2; ++run) {
+    for (int run = 0; run < RUNS; ++run) {
       CUDA_OK(cudaMemcpy(dq, qpoison.data(), qn, cudaMemcpyHostToDevice));
       CUDA_OK(cudaMemcpy(ds, spoison.data(), sn * 4, cudaMemcpyHostToDevice));
+      p.tile_counter = run > 0 ? counter : nullptr;
       fp8moe_status st = V::fn(v)(p, 0, false);
       cr_assert_eq(st, FP8MOE_OK, "%s: %s", what, fp8moe_status_string(st));
       CUDA_OK(cudaDeviceSynchronize());
       dev_download(run ? q2.data() : q.data(), dq, qn);
       dev_download(run ? s2.data() : s.data(), ds, sn);
+      if (run > 0)
+        cr_assert(q == q2 && memcmp(s.data(), s2.data(), sn * 4) == 0,
+                  "%s: launch %d (claimed tiles) differs from the static order", what, run);
     }
-    cr_assert(q == q2 && memcmp(s.data(), s2.data(), sn * 4) == 0, "%s: two launches differ", what);
+    check_counter_left(what, counter);
 
     std::vector<float> got, ref;
     double worst_scale = 0;
@@ -373,6 +401,7 @@ static void run_swiglu_case(const char *what_, const std::vector<int> &sizes, in
     cr_assert(e <= TOL_ACT, "%s: activation rel L2 error %.3e > %.0e", what, e, TOL_ACT);
     cr_assert(worst_scale <= TOL_SCALE, "%s: scale rel error %.3e > %.0e", what, worst_scale, TOL_SCALE);
   }
+  cudaFree(counter);
   cudaFree(dq);
   cudaFree(ds);
   release(d);
@@ -509,12 +538,8 @@ static void run_public_case(const char *what, gg_run_fn run, int N, int K, fp8mo
   }
   uint8_t *c = dev_upload(poison.data(), bytes);
   fp8moe_grouped_gemm_args args = {P.G, P.M, d.a, d.sa, d.b, d.sb, d.off, c, dt, NULL};
-  int32_t *counter = NULL;
-  if (tile_counter) {
-    counter = dev_alloc<int32_t>(2);
-    CUDA_OK(cudaMemset(counter, 0, 2 * sizeof(int32_t)));
-    args.tile_counter = counter;
-  }
+  int32_t *counter = tile_counter ? new_counter() : NULL;
+  args.tile_counter = counter;
   cudaStream_t stream;
   CUDA_OK(cudaStreamCreate(&stream));
   for (int i = 0; i < 2; ++i) {
@@ -529,9 +554,7 @@ static void run_public_case(const char *what, gg_run_fn run, int N, int K, fp8mo
   reference_gemm(P, C);
   check_store(what, P, bf16, out, out2, C);
   if (counter) {
-    int32_t left[2] = {-1, -1};
-    dev_download(left, counter, 2);
-    cr_expect(left[0] == 0 && left[1] == 0, "%s: tile counter left at %d, %d", what, left[0], left[1]);
+    check_counter_left(what, counter);
     cudaFree(counter);
   }
   cudaFree(c);

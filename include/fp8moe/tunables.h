@@ -174,6 +174,19 @@
 #define FP8MOE_SM90_DYNAMIC_SCHEDULE 1
 #endif
 
+/* The same for the portable GEMM (mma.sync: decode-sized calls on Hopper,
+ * every call on other GPUs), given a counter (the MoE layer passes its
+ * workspace's where FP8MOE_SM90_DYNAMIC_SCHEDULE is 1): 1, each CTA claims
+ * its next tile as its loads reach it (one global atomic and one block
+ * barrier per tile), meant for skewed loads, where the CTAs whose tiles
+ * hit L2 (the m-tiles of a hot expert after the first) could take more of
+ * them; 0 (the default), CTA b runs tiles b, b + grid, ... Same bits either
+ * way. Off until it is measured against the static order
+ * (gpu_test_gemm_claimed covers it). */
+#ifndef FP8MOE_MMA_CLAIMED
+#define FP8MOE_MMA_CLAIMED 0
+#endif
+
 /* 1: in the MoE layer launched with PDL, each grouped-GEMM CTA (the
  * Hopper kernel, and the portable kernel's 16-row tiles) reads the group
  * offsets and loads the weights of its first tile's first stages before it

@@ -22,7 +22,7 @@
  *                                  GEMM row of (t,k), or -1
  *   expert_count    int32  [E]     rows per local expert          decode/route (atomics)
  *   expert_offset   int32  [E+1+S] exclusive scan of the counts, then the shared groups   scan
- *   tile_counter    int32  [4]     the Hopper GEMMs' work counters, 2 each  zeroed by scan
+ *   tile_counter    int32  [4]     the GEMMs' work counters, 2 each  zeroed by scan
  *   x_perm          fp8    [R, H]        gathered activations     permute
  *   x_perm_scale    fp32   [H/128, ld]   their scales, transposed permute
  *   act             fp8    [R, I]        SwiGLU output, requantized  GEMM1

@@ -31,7 +31,11 @@
  *   reduced-precision internal accumulation to 128 products).
  * - Groups without the host: a persistent grid of min(SMs x occupancy, an
  *   upper bound of the tile count) CTAs walks the work list of schedule.cuh
- *   (group, column tile, m-tile; consecutive tiles share the B tile in L2).
+ *   (group, column tile, m-tile; consecutive tiles share the B tile in L2):
+ *   CTA b takes tiles b, b + grid, ...; in a build with FP8MOE_MMA_CLAIMED
+ *   and given a tile counter, tile b and then the next unclaimed one each
+ *   time its loads reach the end of a tile (thread 0 claims, a block
+ *   barrier publishes it, the ids wait in a small ring for the math).
  * - One pipeline across tiles. The (tile, k-block) iterations of a CTA form
  *   one flat sequence; the loads run S-1 iterations ahead of the math even
  *   across tile boundaries, so the next tile's first stages load while the
@@ -113,8 +117,11 @@ struct mma_tile {
 };
 
 /* Shared memory after the ring: group offsets and tile prefix (G+1 each),
- * the swiglu amax exchange. */
-static constexpr int mma_aux_bytes = 2 * (gemm_max_groups + 1) * 4 + 256 * 4;
+ * the swiglu amax exchange, and with FP8MOE_MMA_CLAIMED the claimed tiles'
+ * ring (longer than the loads run ahead of the math: at most 3 tiles). */
+enum { mma_claim_ring = 8 };
+static constexpr int mma_aux_bytes =
+    2 * (gemm_max_groups + 1) * 4 + 256 * 4 + (FP8MOE_MMA_CLAIMED ? mma_claim_ring * 4 : 0);
 
 template <epilogue EPI, int BM, int BN>
 static inline int mma_smem_bytes(int stages) {
@@ -138,6 +145,7 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
   int *s_off = reinterpret_cast<int *>(smem + stages * T::stage_bytes);
   int *s_pre = s_off + (gemm_max_groups + 1);
   float *s_red = reinterpret_cast<float *>(s_pre + (gemm_max_groups + 1)); /* [warps_n][bm] */
+  int *s_claim = reinterpret_cast<int *>(s_red + 256); /* claimed: [mma_claim_ring], tile j at j % ring */
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int G = p.num_groups;
@@ -159,8 +167,18 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
   __syncthreads();
   const int total_tiles = s_pre[G] * N_TILES;
   const int my_tiles = (int)blockIdx.x < total_tiles ? (total_tiles - 1 - (int)blockIdx.x) / (int)gridDim.x + 1 : 0;
-  const int iters = my_tiles * KB;
-  if (iters == 0) return;
+  const int iters = my_tiles * KB; /* the static order's (tile, kb) iterations */
+  /* claimed (FP8MOE_MMA_CLAIMED, given a counter): after tile blockIdx.x,
+   * each next tile is claimed (schedule.cuh) as the loads reach it, so
+   * CTAs whose tiles cost less (L2 hits: the other m-tiles of a hot
+   * expert) take more of them; the loops then run until a tile id is past
+   * the list */
+  constexpr bool CLAIMS = FP8MOE_MMA_CLAIMED;
+  const bool claimed = CLAIMS && p.tile_counter != nullptr;
+  if (iters == 0) {
+    if (claimed && tid == 0) claims_done(p.tile_counter, (int)gridDim.x);
+    return;
+  }
 
   const uint32_t smem0 = smem_addr(smem);
 
@@ -189,7 +207,10 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
     griddep_launch_dependents();
   }
   auto load_next = [&](bool with_b) {
-    if (p_it < iters) {
+    bool more; /* the loads have a tile */
+    if constexpr (CLAIMS) more = p_tile < total_tiles;
+    else more = p_it < iters;
+    if (more) {
       const uint32_t st = smem0 + p_ring.stage * T::stage_bytes;
       const int n0 = pc.n_tile * T::bn;
       /* A: bm rows x 8 chunks; past the group's end: zero-fill */
@@ -211,17 +232,32 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
         int h = tid - T::bm;
         cp_async_4(st + T::sb_off + h * 4, pw.scale + (long long)((n0 + h * HALF_N) / 128) * KB + p_kb, true);
       }
-      if (++p_kb == KB) {
+      if (++p_kb == KB) { /* the next tile (p_kb is the same in every thread) */
         p_kb = 0;
-        p_tile += gridDim.x;
-        if (p_it + 1 < iters) {
+        if constexpr (CLAIMS) {
+          if (claimed) {
+            const int slot = (p_it + 1) / KB % mma_claim_ring; /* this CTA's (p_it + 1) / KB-th tile */
+            if (tid == 0) s_claim[slot] = claim_item(p.tile_counter, (int)gridDim.x);
+            __syncthreads();
+            p_tile = s_claim[slot];
+          } else {
+            p_tile += gridDim.x;
+          }
+        } else {
+          p_tile += gridDim.x; /* the build without claims: the static order only */
+        }
+        bool next; /* the loads have a next tile */
+        if constexpr (CLAIMS) next = p_tile < total_tiles;
+        else next = p_it + 1 < iters;
+        if (next) {
           pc = decode_item(p_tile, s_pre, s_off, G, N_TILES, T::bm);
           pw = weights_of_group<N, K>(p, pc.g);
         }
       }
       p_ring.advance();
+      if constexpr (CLAIMS) ++p_it; /* claimed: the loads made, which name the tile's ring slot */
     }
-    ++p_it;
+    if constexpr (!CLAIMS) ++p_it;
     cp_async_commit(); /* empty groups keep the wait count uniform */
   };
 
@@ -250,9 +286,17 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
   for (int s = 0; s < stages - 1; ++s) load_next(s >= pre); /* stage s is the s-th load */
 
   /* ---- Phase 4: main loop over the flat (tile, kb) sequence ---- */
-  for (int it = 0; it < iters; ++it) {
+  for (int it = 0; it < (CLAIMS ? INT_MAX : iters); ++it) {
     const int kb = it % KB;
     if (kb == 0) {
+      if constexpr (CLAIMS) {
+        if (it > 0) {
+          /* the loads took this tile, and its claim was published, at least
+           * one barrier ago; its ring slot is rewritten 8 tiles later */
+          c_tile = claimed ? s_claim[it / KB % mma_claim_ring] : c_tile + (int)gridDim.x;
+          if (c_tile >= total_tiles) break;
+        }
+      }
       if (it > 0) cc = decode_item(c_tile, s_pre, s_off, G, N_TILES, T::bm);
 #pragma unroll
       for (int m = 0; m < T::mi; ++m)
@@ -324,7 +368,7 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
     if (kb != KB - 1) continue;
 
     /* ---- Phase 5: epilogue of the finished tile (epilogue.cuh) ---- */
-    c_tile += gridDim.x;
+    if constexpr (!CLAIMS) c_tile += gridDim.x;
     const int n0 = cc.n_tile * T::bn;
     if constexpr (EPI == epilogue::store_bf16 || EPI == epilogue::store_fp32) {
 #pragma unroll
@@ -391,6 +435,7 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
     }
   }
   cp_async_wait<0>(); /* nothing in flight at exit (only empty groups remain) */
+  if (claimed && tid == 0) claims_done(p.tile_counter, (int)gridDim.x); /* after its last claim, past the list */
 #endif
 }
 

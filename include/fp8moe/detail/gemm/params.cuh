@@ -69,9 +69,9 @@ struct grouped_gemm_params {
   const float *swiglu_alpha = nullptr;  /* 1 */
   const float *swiglu_beta = nullptr;   /* 0 */
   const float *swiglu_limit = nullptr;  /* +inf: no clamp */
-  /* Hopper path: NULL, or 2 device ints that are zero when the kernel
-   * starts, which it then uses to hand out work items in order as CTAs
-   * free up (tunables.h: FP8MOE_SM90_DYNAMIC_SCHEDULE) and leaves zero
+  /* NULL, or 2 device ints that are zero when the kernel starts, which it
+   * then uses to hand out work items in order as CTAs free up (tunables.h:
+   * FP8MOE_SM90_DYNAMIC_SCHEDULE, FP8MOE_MMA_CLAIMED) and leaves zero
    * again. No two launches in flight at once may share them. */
   int *tile_counter = nullptr;
   /* true where group_offset is final before the kernel ahead of this one

@@ -10,9 +10,10 @@
  *   3. items w = 0 .. total-1, ordered group-major, then column tile, then
  *      m-tile, so consecutive items (and the CTAs that run them together)
  *      share one tile of the group's weights, which is streamed from HBM once
- *      and re-read from L2. A CTA takes items blockIdx.x, +gridDim.x, ...
- *      (the Hopper kernel, given a tile counter, claims them in list order
- *      instead); an item is decoded by a binary search over the prefix.
+ *      and re-read from L2. A CTA takes items blockIdx.x, +gridDim.x, ...,
+ *      or, given a tile counter, item blockIdx.x and then the next unclaimed
+ *      one each time it needs one (claim_item); an item is decoded by a
+ *      binary search over the prefix.
  *      Empty groups own no item.
  */
 #ifndef FP8MOE_DETAIL_GEMM_SCHEDULE_CUH
@@ -85,6 +86,24 @@ static __device__ __forceinline__ work_item decode_item(int w, const int *s_pre,
   it.row0 = s_off[lo] + (local - it.n_tile * mtiles) * bm;
   it.row_end = s_off[lo + 1];
   return it;
+}
+
+/* Claimed items (params.cuh, tile_counter): the next unclaimed item of the
+ * list, for CTAs that took items 0 .. ctas - 1 first; past the list's end
+ * once all are claimed. By one thread. */
+static __device__ __forceinline__ int claim_item(int *tile_counter, int ctas) {
+  return ctas + atomicAdd(tile_counter, 1);
+}
+
+/* A CTA's last claim is made (one thread, after it): it counts itself out,
+ * and the last CTA of the grid leaves both counters at zero for the next
+ * launch. */
+static __device__ __forceinline__ void claims_done(int *tile_counter, int ctas) {
+  __threadfence();
+  if (atomicAdd(tile_counter + 1, 1) == ctas - 1) {
+    tile_counter[0] = 0;
+    tile_counter[1] = 0;
+  }
 }
 
 /* m-tile t (0 .. s_pre[G]-1) of the list, with column tile n_tile; a t past

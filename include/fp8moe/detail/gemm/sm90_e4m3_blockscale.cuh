@@ -728,13 +728,13 @@ __global__ void __launch_bounds__(CFG::threads, 1)
   auto next_item = [&](int w, int seq) -> int {
     if (!dynamic) return w + step;
     if constexpr (CL == 1) {
-      return (int)gridDim.x + atomicAdd(p.tile_counter, 1);
+      return claim_item(p.tile_counter, (int)gridDim.x);
     } else {
       uint64_t *claim_bar = (uint64_t *)(smem + L::claim_offset);
       int *claim = (int *)(claim_bar + L::claims);
       const int j = seq % L::claims;
       if (rank == 0) {
-        const int n = step + atomicAdd(p.tile_counter, 1);
+        const int n = claim_item(p.tile_counter, step);
         sm90::st_shared_cluster_u32(sm90::cluster_map(claim + j, 1u), (uint32_t)n);
         sm90::mbar_arrive_remote<sm90::mbar_scope::cluster>(sm90::cluster_map(claim_bar + j, 1u));
         return n;
@@ -830,15 +830,7 @@ __global__ void __launch_bounds__(CFG::threads, 1)
         s_item[ring.stage] = -1;
         sm90::mbar_arrive(&item_ready[ring.stage]);
         sm90::mbar_arrive(&full[ring.stage]);
-        if (dynamic && rank == 0) {
-          /* every CTA (cluster) has made its last claim once all have
-           * counted themselves here: the last one leaves the counter at zero */
-          __threadfence();
-          if (atomicAdd(p.tile_counter + 1, 1) == (int)gridDim.x / CL - 1) {
-            p.tile_counter[0] = 0;
-            p.tile_counter[1] = 0;
-          }
-        }
+        if (dynamic && rank == 0) claims_done(p.tile_counter, (int)gridDim.x / CL);
       }
     } else if (warp == 4 * CFG::consumers + 1) {
       stage_ring ring(STAGES);

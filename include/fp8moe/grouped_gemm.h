@@ -35,8 +35,8 @@ typedef struct fp8moe_grouped_gemm_args {
    * portable kernel's in a build with FP8MOE_MMA_CLAIMED) then claim their
    * work items from it in order, so the CTAs that share a weight tile read
    * it together (faster from about 100 rows per group, same results), and
-   * each run leaves it zero again. Runs that may be in flight at the same time need counters of
-   * their own. */
+   * each run leaves it zero again. Runs that may be in flight at the same
+   * time need counters of their own. */
   int32_t *tile_counter;
 } fp8moe_grouped_gemm_args;
 

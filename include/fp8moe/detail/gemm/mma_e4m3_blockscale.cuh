@@ -161,10 +161,7 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
   }
 
   /* ---- Phase 1: the work list (schedule.cuh) ---- */
-  load_group_offsets<T::threads, EARLY>(p, s_off);
-  __syncthreads();
-  if (warp == 0) build_tile_prefix(s_off, G, T::bm, s_pre, lane);
-  __syncthreads();
+  build_work_list<T::threads, EARLY>(p, G, T::bm, s_off, s_pre, warp, lane);
   const int total_tiles = s_pre[G] * N_TILES;
   const int my_tiles = (int)blockIdx.x < total_tiles ? (total_tiles - 1 - (int)blockIdx.x) / (int)gridDim.x + 1 : 0;
   const int iters = my_tiles * KB; /* the static order's (tile, kb) iterations */
@@ -240,12 +237,9 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
             if (tid == 0) s_claim[slot] = claim_item(p.tile_counter, (int)gridDim.x);
             __syncthreads();
             p_tile = s_claim[slot];
-          } else {
-            p_tile += gridDim.x;
           }
-        } else {
-          p_tile += gridDim.x; /* the build without claims: the static order only */
         }
+        if (!CLAIMS || !claimed) p_tile += gridDim.x;
         bool next; /* the loads have a next tile */
         if constexpr (CLAIMS) next = p_tile < total_tiles;
         else next = p_it + 1 < iters;

@@ -58,6 +58,18 @@ static __device__ __forceinline__ void build_tile_prefix(const int *s_off, int G
   if (lane == 31) s_pre[G] = incl;
 }
 
+/* Steps 1 and 2 by the whole CTA (THREADS threads; warp and lane of the
+ * calling thread): s_off and s_pre, both readable by every thread on
+ * return. */
+template <int THREADS, bool FROM_L2 = false>
+static __device__ __forceinline__ void build_work_list(const grouped_gemm_params &p, int G, int bm, int *s_off,
+                                                       int *s_pre, int warp, int lane) {
+  load_group_offsets<THREADS, FROM_L2>(p, s_off);
+  __syncthreads();
+  if (warp == 0) build_tile_prefix(s_off, G, bm, s_pre, lane);
+  __syncthreads();
+}
+
 /* One work item: rows [row0, min(row0 + bm, row_end)) of group g, column
  * tile n_tile. */
 struct work_item {

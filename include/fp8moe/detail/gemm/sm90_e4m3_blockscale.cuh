@@ -693,10 +693,7 @@ __global__ void __launch_bounds__(CFG::threads, 1)
     griddep_wait(); /* group offsets and A: written by the kernels before (PDL) */
     griddep_launch_dependents();
   }
-  load_group_offsets<CFG::threads, EARLY>(p, s_off);
-  __syncthreads();
-  if (warp == 0) build_tile_prefix(s_off, G, BM, s_prefix, lane);
-  __syncthreads();
+  build_work_list<CFG::threads, EARLY>(p, G, BM, s_off, s_prefix, warp, lane);
   /* items: (group, column tile, m-tile), or in a cluster (m-tile pair,
    * column tile); this CTA runs items first, first + step, ... */
   const int total = CL > 1 ? (s_prefix[G] + 1) / 2 * NT : s_prefix[G] * NT;

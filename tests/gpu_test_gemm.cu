@@ -267,9 +267,9 @@ struct variants {
 };
 
 /* Each case runs every variant three times: without a work counter, then
- * twice with one, from which a build with FP8MOE_MMA_CLAIMED
- * (gpu_test_gemm_claimed) claims the tiles (the second run needs the first
- * to have left it at zero). All three must give the same bits, and the
+ * twice with one, from which the kernel claims its tiles (unless built with
+ * FP8MOE_MMA_CLAIMED=0, as gpu_test_gemm_static is; the second run needs
+ * the first to have left the counter at zero). All three must give the same bits, and the
  * counter must be zero again. */
 static const int RUNS = 3;
 static int32_t *new_counter(void) {

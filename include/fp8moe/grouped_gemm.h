@@ -31,8 +31,8 @@ typedef struct fp8moe_grouped_gemm_args {
   const int32_t *group_offsets;   /* device [G+1], non-decreasing: rows of group g are [group_offsets[g], group_offsets[g+1]) */
   void *c;  fp8moe_dtype c_dtype; /* [num_rows, N], bf16 or fp32; rows of no group are not written */
   /* Optional (NULL: none). Device int32 [2], zero before the first run (one
-   * cudaMemset when it is allocated): the Hopper kernel's CTAs (and the
-   * portable kernel's in a build with FP8MOE_MMA_CLAIMED) then claim their
+   * cudaMemset when it is allocated): the CTAs of both kernels (the
+   * portable one's unless built with FP8MOE_MMA_CLAIMED=0) then claim their
    * work items from it in order, so the CTAs that share a weight tile read
    * it together (faster from about 100 rows per group, same results), and
    * each run leaves it zero again. Runs that may be in flight at the same

@@ -178,13 +178,16 @@
  * every call on other GPUs), given a counter (the MoE layer passes its
  * workspace's where FP8MOE_SM90_DYNAMIC_SCHEDULE is 1): 1, each CTA claims
  * its next tile as its loads reach it (one global atomic and one block
- * barrier per tile), meant for skewed loads, where the CTAs whose tiles
- * hit L2 (the m-tiles of a hot expert after the first) could take more of
- * them; 0 (the default), CTA b runs tiles b, b + grid, ... Same bits either
- * way. Off until it is measured against the static order
- * (gpu_test_gemm_claimed covers it). */
+ * barrier per tile), so the CTAs whose tiles hit L2 (the m-tiles of a hot
+ * expert after the first, a group's short last tile) take more of them;
+ * 0, CTA b runs tiles b, b + grid, ... Same bits either way. On an H100
+ * the claimed tiles take 0.90-0.98 of the static order's time on skewed
+ * loads (Qwen3-235B T = 80-224, Qwen3-30B T = 128-224) and 0.90-0.97 on
+ * near-uniform ones where the static order leaves a ragged last wave
+ * (T = 192-224); 0.99-1.02 elsewhere (Qwen3-30B T = 80-160;
+ * docs/performance.md). */
 #ifndef FP8MOE_MMA_CLAIMED
-#define FP8MOE_MMA_CLAIMED 0
+#define FP8MOE_MMA_CLAIMED 1
 #endif
 
 /* 1: in the MoE layer launched with PDL, each grouped-GEMM CTA (the

@@ -32,10 +32,10 @@
  * - Groups without the host: a persistent grid of min(SMs x occupancy, an
  *   upper bound of the tile count) CTAs walks the work list of schedule.cuh
  *   (group, column tile, m-tile; consecutive tiles share the B tile in L2):
- *   CTA b takes tiles b, b + grid, ...; in a build with FP8MOE_MMA_CLAIMED
- *   and given a tile counter, tile b and then the next unclaimed one each
- *   time its loads reach the end of a tile (thread 0 claims, a block
- *   barrier publishes it, the ids wait in a small ring for the math).
+ *   given a tile counter (and FP8MOE_MMA_CLAIMED, on by default), CTA b
+ *   takes tile b and then the next unclaimed one each time its loads reach
+ *   the end of a tile (thread 0 claims, a block barrier publishes it, the
+ *   ids wait in a small ring for the math); without, tiles b, b + grid, ...
  * - One pipeline across tiles. The (tile, k-block) iterations of a CTA form
  *   one flat sequence; the loads run S-1 iterations ahead of the math even
  *   across tile boundaries, so the next tile's first stages load while the

@@ -123,6 +123,15 @@
 #define FP8MOE_SM90_STORE_CHUNKS 2
 #endif
 
+/* 1: the Hopper GEMM1's SwiGLU epilogue stores its fp8 results as 16-byte
+ * pieces, the quad's bytes of a row traded in two shuffle rounds so that
+ * each quad writes whole sectors (epilogue.cuh, store_fp8_row_segment), as
+ * the bf16 stores do; 0: each lane stores its 2-byte pairs. Same bytes
+ * either way. Off until it is measured (gpu_test_gemm_sm90_wide covers it). */
+#ifndef FP8MOE_SM90_FP8_WIDE_STORES
+#define FP8MOE_SM90_FP8_WIDE_STORES 0
+#endif
+
 /* Tiles of at most 64 rows (decode-sized groups, and the short last tile of
  * a larger group) split by columns between the two consumer warpgroups,
  * instead of one warpgroup running them while the other idles: 1 in calls

@@ -80,6 +80,70 @@ static __device__ __forceinline__ void store_row_segment(void *c, long long row_
   }
 }
 
+/* The fp8 bytes a quad holds of one row of a J-group slice (J = 8 or 16
+ * groups of 8 columns), stored at row: lane q holds columns 8j + 2q, +1 in
+ * v[j] (the lower column in the low byte). The quad trades them in two
+ * shuffle rounds (a 4 x 4 transpose of J / 2-byte chunks: first with lane
+ * q ^ 1, then with q ^ 2) so that lane q holds the row's bytes [2Jq, 2Jq +
+ * 2J) and stores them as J / 8 16-byte pieces: each quad writes whole
+ * sectors, one store instruction per 16 bytes instead of per 2. Every lane
+ * of the warp must call it (the shuffles); `valid` masks the stores (a row
+ * past the group's end); row must be 16-byte aligned. The bytes are those
+ * of the 2-byte stores. */
+template <int J>
+static __device__ __forceinline__ void store_fp8_row_segment(uint8_t *row, const uint16_t (&v)[J], int lane,
+                                                             bool valid) {
+  static_assert(J == 8 || J == 16, "slices of 64 or 128 columns");
+  constexpr int G = J / 4; /* column groups of each destination lane's bytes */
+  constexpr int W = G / 2; /* 32-bit words of a chunk (the bytes for one lane) */
+  const int q = lane & 3;
+  const bool b = (q & 1) != 0, c = (q & 2) != 0;
+  /* ch[d]: the chunk for lane d of the quad: groups G d .. G d + G - 1 */
+  uint32_t ch[4][W];
+#pragma unroll
+  for (int d = 0; d < 4; d++)
+#pragma unroll
+    for (int w = 0; w < W; w++) ch[d][w] = (uint32_t)v[G * d + 2 * w] | ((uint32_t)v[G * d + 2 * w + 1] << 16);
+  /* round 1, with lane q ^ 1: keep the chunks for lanes of this lane's
+   * parity (b, b + 2), send the others; k0, k2: this lane's chunks for them,
+   * k1, k3: lane q ^ 1's */
+  uint32_t k0[W], k1[W], k2[W], k3[W];
+#pragma unroll
+  for (int w = 0; w < W; w++) {
+    k0[w] = b ? ch[1][w] : ch[0][w];
+    k2[w] = b ? ch[3][w] : ch[2][w];
+    k1[w] = __shfl_xor_sync(0xffffffffu, b ? ch[0][w] : ch[1][w], 1);
+    k3[w] = __shfl_xor_sync(0xffffffffu, b ? ch[2][w] : ch[3][w], 1);
+  }
+  /* round 2, with lane q ^ 2: x[i] is lane q ^ i's chunk for this lane */
+  uint32_t x[4][W];
+#pragma unroll
+  for (int w = 0; w < W; w++) {
+    x[0][w] = c ? k2[w] : k0[w];
+    x[1][w] = c ? k3[w] : k1[w];
+    x[2][w] = __shfl_xor_sync(0xffffffffu, c ? k0[w] : k2[w], 2);
+    x[3][w] = __shfl_xor_sync(0xffffffffu, c ? k1[w] : k3[w], 2);
+  }
+  /* byte 8g + 2s, +1 of this lane's 2J: group G q + g of lane s, which is
+   * x[s ^ q]: word 2g + h pairs lanes 2h and 2h + 1, i.e. x[2(h ^ c)] and
+   * x[2(h ^ c) + 1] in the order of b, the low halves for even g */
+  const uint32_t sel_lo = b ? 0x1054u : 0x5410u, sel_hi = b ? 0x3276u : 0x7632u;
+  uint32_t out[J / 2];
+#pragma unroll
+  for (int g = 0; g < G; g++) {
+    const int w = g / 2;
+    const uint32_t sel = (g & 1) ? sel_hi : sel_lo;
+    out[2 * g] = __byte_perm(c ? x[2][w] : x[0][w], c ? x[3][w] : x[1][w], sel);
+    out[2 * g + 1] = __byte_perm(c ? x[0][w] : x[2][w], c ? x[1][w] : x[3][w], sel);
+  }
+  if (valid) {
+#pragma unroll
+    for (int i = 0; i < J / 8; i++)
+      *reinterpret_cast<uint4 *>(row + 2 * J * q + 16 * i) =
+          make_uint4(out[4 * i], out[4 * i + 1], out[4 * i + 2], out[4 * i + 3]);
+  }
+}
+
 /* up[i] = fp8moe_swiglu(gate[i], up[i], s) for the NV columns a thread holds
  * of one row; returns max |up[i]| (0 for an all-NaN segment, as fmaxf drops
  * NaN). */

@@ -477,10 +477,21 @@ static __device__ __forceinline__ void sm90_half_tile(const grouped_gemm_params 
     const float sc0 = fp8moe_quant_scale(m0), sc1 = fp8moe_quant_scale(m1);
     uint8_t *out = (uint8_t *)p.c;
     const int col0 = it.n_tile * 128 + 64 * wg + cq;
+    if constexpr (FP8MOE_SM90_FP8_WIDE_STORES) {
+      uint16_t q0[8], q1[8];
 #pragma unroll
-    for (int j = 0; j < 8; j++) {
-      if (v0) *(uint16_t *)(out + (long long)r0 * I + col0 + 8 * j) = e4m3x2_quantize(up0[2 * j], up0[2 * j + 1], sc0);
-      if (v1) *(uint16_t *)(out + (long long)r1 * I + col0 + 8 * j) = e4m3x2_quantize(up1[2 * j], up1[2 * j + 1], sc1);
+      for (int j = 0; j < 8; j++) {
+        q0[j] = e4m3x2_quantize(up0[2 * j], up0[2 * j + 1], sc0);
+        q1[j] = e4m3x2_quantize(up1[2 * j], up1[2 * j + 1], sc1);
+      }
+      store_fp8_row_segment<8>(out + (long long)r0 * I + (col0 - cq), q0, lane, v0);
+      store_fp8_row_segment<8>(out + (long long)r1 * I + (col0 - cq), q1, lane, v1);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 8; j++) {
+        if (v0) *(uint16_t *)(out + (long long)r0 * I + col0 + 8 * j) = e4m3x2_quantize(up0[2 * j], up0[2 * j + 1], sc0);
+        if (v1) *(uint16_t *)(out + (long long)r1 * I + col0 + 8 * j) = e4m3x2_quantize(up1[2 * j], up1[2 * j + 1], sc1);
+      }
     }
     if (cq == 0 && wg == 0) {
       float *cs = p.c_scale + (long long)it.n_tile * p.c_scale_ld;
@@ -964,12 +975,23 @@ __global__ void __launch_bounds__(CFG::threads, 1)
         const float sc1 = fp8moe_quant_scale(quad_max(swiglu_segment(up1, gate1, coeffs)));
         uint8_t *out = (uint8_t *)p.c;
         const int col0 = it.n_tile * 128 + cq;
+        if constexpr (FP8MOE_SM90_FP8_WIDE_STORES) {
+          uint16_t q0[16], q1[16];
 #pragma unroll
-        for (int j = 0; j < 16; j++) {
-          if (v0)
-            *(uint16_t *)(out + (long long)r0 * I + col0 + 8 * j) = e4m3x2_quantize(up0[2 * j], up0[2 * j + 1], sc0);
-          if (v1)
-            *(uint16_t *)(out + (long long)r1 * I + col0 + 8 * j) = e4m3x2_quantize(up1[2 * j], up1[2 * j + 1], sc1);
+          for (int j = 0; j < 16; j++) {
+            q0[j] = e4m3x2_quantize(up0[2 * j], up0[2 * j + 1], sc0);
+            q1[j] = e4m3x2_quantize(up1[2 * j], up1[2 * j + 1], sc1);
+          }
+          store_fp8_row_segment<16>(out + (long long)r0 * I + (col0 - cq), q0, lane, v0);
+          store_fp8_row_segment<16>(out + (long long)r1 * I + (col0 - cq), q1, lane, v1);
+        } else {
+#pragma unroll
+          for (int j = 0; j < 16; j++) {
+            if (v0)
+              *(uint16_t *)(out + (long long)r0 * I + col0 + 8 * j) = e4m3x2_quantize(up0[2 * j], up0[2 * j + 1], sc0);
+            if (v1)
+              *(uint16_t *)(out + (long long)r1 * I + col0 + 8 * j) = e4m3x2_quantize(up1[2 * j], up1[2 * j + 1], sc1);
+          }
         }
         if (cq == 0) {
           float *cs = p.c_scale + (long long)it.n_tile * p.c_scale_ld;

@@ -391,6 +391,35 @@ static __device__ __forceinline__ void sm90_mainloop_pipelined(float (&acc)[CFG:
   }
 }
 
+/* The requantized SwiGLU results of a thread's rows r0 and r1 of the
+ * intermediate ([rows, I] fp8), J groups of 8 columns: up0 and up1 hold
+ * columns col0 + 8j, +1 (col0 = the slice's first column + 2 (lane % 4)),
+ * sc0 and sc1 are the rows' block scales; v0 and v1 mask rows past the
+ * group's end. Every lane of the warp calls it (the wide stores'
+ * shuffles). */
+template <int I, int J>
+static __device__ __forceinline__ void sm90_store_swiglu_rows(uint8_t *out, int col0, int r0, int r1,
+                                                              const float (&up0)[2 * J], const float (&up1)[2 * J],
+                                                              float sc0, float sc1, int lane, bool v0, bool v1) {
+  if constexpr (FP8MOE_SM90_FP8_WIDE_STORES) {
+    uint16_t q0[J], q1[J];
+#pragma unroll
+    for (int j = 0; j < J; j++) {
+      q0[j] = e4m3x2_quantize(up0[2 * j], up0[2 * j + 1], sc0);
+      q1[j] = e4m3x2_quantize(up1[2 * j], up1[2 * j + 1], sc1);
+    }
+    const int col = col0 - 2 * (lane % 4);
+    store_fp8_row_segment<J>(out + (long long)r0 * I + col, q0, lane, v0);
+    store_fp8_row_segment<J>(out + (long long)r1 * I + col, q1, lane, v1);
+  } else {
+#pragma unroll
+    for (int j = 0; j < J; j++) {
+      if (v0) *(uint16_t *)(out + (long long)r0 * I + col0 + 8 * j) = e4m3x2_quantize(up0[2 * j], up0[2 * j + 1], sc0);
+      if (v1) *(uint16_t *)(out + (long long)r1 * I + col0 + 8 * j) = e4m3x2_quantize(up1[2 * j], up1[2 * j + 1], sc1);
+    }
+  }
+}
+
 template <int N, int K, epilogue EPI, class CFG>
 static __device__ __forceinline__ void sm90_half_tile(const grouped_gemm_params &p, const work_item &it, int wg,
                                                       int wrow, int lane, stage_ring &ring, uint64_t *full,
@@ -475,24 +504,7 @@ static __device__ __forceinline__ void sm90_half_tile(const grouped_gemm_params 
     m1 = fmaxf(m1, s_amax[(wg ^ 1) * 64 + wrow + 8]);
     sm90::named_barrier_sync(1, 256); /* both read before a later half tile writes again */
     const float sc0 = fp8moe_quant_scale(m0), sc1 = fp8moe_quant_scale(m1);
-    uint8_t *out = (uint8_t *)p.c;
-    const int col0 = it.n_tile * 128 + 64 * wg + cq;
-    if constexpr (FP8MOE_SM90_FP8_WIDE_STORES) {
-      uint16_t q0[8], q1[8];
-#pragma unroll
-      for (int j = 0; j < 8; j++) {
-        q0[j] = e4m3x2_quantize(up0[2 * j], up0[2 * j + 1], sc0);
-        q1[j] = e4m3x2_quantize(up1[2 * j], up1[2 * j + 1], sc1);
-      }
-      store_fp8_row_segment<8>(out + (long long)r0 * I + (col0 - cq), q0, lane, v0);
-      store_fp8_row_segment<8>(out + (long long)r1 * I + (col0 - cq), q1, lane, v1);
-    } else {
-#pragma unroll
-      for (int j = 0; j < 8; j++) {
-        if (v0) *(uint16_t *)(out + (long long)r0 * I + col0 + 8 * j) = e4m3x2_quantize(up0[2 * j], up0[2 * j + 1], sc0);
-        if (v1) *(uint16_t *)(out + (long long)r1 * I + col0 + 8 * j) = e4m3x2_quantize(up1[2 * j], up1[2 * j + 1], sc1);
-      }
-    }
+    sm90_store_swiglu_rows<I, 8>((uint8_t *)p.c, it.n_tile * 128 + 64 * wg + cq, r0, r1, up0, up1, sc0, sc1, lane, v0, v1);
     if (cq == 0 && wg == 0) {
       float *cs = p.c_scale + (long long)it.n_tile * p.c_scale_ld;
       if (v0) cs[r0] = sc0;
@@ -973,26 +985,7 @@ __global__ void __launch_bounds__(CFG::threads, 1)
           }
         const float sc0 = fp8moe_quant_scale(quad_max(swiglu_segment(up0, gate0, coeffs)));
         const float sc1 = fp8moe_quant_scale(quad_max(swiglu_segment(up1, gate1, coeffs)));
-        uint8_t *out = (uint8_t *)p.c;
-        const int col0 = it.n_tile * 128 + cq;
-        if constexpr (FP8MOE_SM90_FP8_WIDE_STORES) {
-          uint16_t q0[16], q1[16];
-#pragma unroll
-          for (int j = 0; j < 16; j++) {
-            q0[j] = e4m3x2_quantize(up0[2 * j], up0[2 * j + 1], sc0);
-            q1[j] = e4m3x2_quantize(up1[2 * j], up1[2 * j + 1], sc1);
-          }
-          store_fp8_row_segment<16>(out + (long long)r0 * I + (col0 - cq), q0, lane, v0);
-          store_fp8_row_segment<16>(out + (long long)r1 * I + (col0 - cq), q1, lane, v1);
-        } else {
-#pragma unroll
-          for (int j = 0; j < 16; j++) {
-            if (v0)
-              *(uint16_t *)(out + (long long)r0 * I + col0 + 8 * j) = e4m3x2_quantize(up0[2 * j], up0[2 * j + 1], sc0);
-            if (v1)
-              *(uint16_t *)(out + (long long)r1 * I + col0 + 8 * j) = e4m3x2_quantize(up1[2 * j], up1[2 * j + 1], sc1);
-          }
-        }
+        sm90_store_swiglu_rows<I, 16>((uint8_t *)p.c, it.n_tile * 128 + cq, r0, r1, up0, up1, sc0, sc1, lane, v0, v1);
         if (cq == 0) {
           float *cs = p.c_scale + (long long)it.n_tile * p.c_scale_ld;
           if (v0) cs[r0] = sc0;

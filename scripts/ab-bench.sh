@@ -8,6 +8,7 @@
 #       optionally led by @REV to build the headers of git revision REV
 #       ("@HEAD~1", "@main -DFP8MOE_SM90_HALF_TILES=2"; the benchmark's own
 #       sources are the working tree's either way). ARCH: 90a default.
+#       With GEMM=1 also DIR/bench_gemm_{a,b} (the grouped GEMM alone).
 #       Needs no GPU: the binaries can be copied to a machine that has one.
 #   scripts/ab-bench.sh run DIR [ROUNDS] [-- bench_moe arguments]
 #       on a machine with a GPU: both digests (same bits or not), then ROUNDS
@@ -15,6 +16,9 @@
 #       same arguments (default: --load both --no-peer --seed 7); prints,
 #       per (config, T, mode), the median time of each build, the median
 #       ratio b / a and the range of the per-round ratios. CSVs stay in DIR.
+#   scripts/ab-bench.sh run-gemm DIR [ROUNDS] [-- bench_gemm arguments]
+#       the same with bench_gemm (default arguments: --rows 512,2048 --skip
+#       portable,cublaslt,cluster,192,128,64), per (GEMM, rows, variant).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/cuda/bin:$PATH
@@ -42,26 +46,40 @@ build)
     local f=(-std=c++17 -O3 -I"$inc" -gencode "arch=compute_$arch,code=sm_$arch")
     # shellcheck disable=SC2206 # the knob arguments split on spaces
     f+=($flags)
-    local objs=() src
+    local objs=() pids=() src pid
     for src in bench/bench_moe.cu bench/bench_cfg_*.cu; do
       nvcc "${f[@]}" -c "$src" -o "$tmp/$tag-$(basename "$src" .cu).o" &
+      pids+=($!)
       objs+=("$tmp/$tag-$(basename "$src" .cu).o")
     done
     nvcc "${f[@]}" bench/bench_digest.cu -o "$dir/bench_digest_$tag" &
-    wait
+    pids+=($!)
+    if [ "${GEMM:-0}" = 1 ]; then
+      nvcc "${f[@]}" bench/bench_gemm.cu -lcublasLt -o "$dir/bench_gemm_$tag" &
+      pids+=($!)
+    fi
+    for pid in "${pids[@]}"; do wait "$pid"; done # a failed compile stops the script
     nvcc "${f[@]}" "${objs[@]}" -lcublasLt -o "$dir/bench_moe_$tag"
     echo "ab-bench: built $tag (${spec:-defaults})"
   }
   build_one a "$3"
   build_one b "$4"
   ;;
-run)
+run | run-gemm)
+  prog=bench_moe keys=config,T,mode
+  [ "$cmd" = run-gemm ] && prog=bench_gemm keys=gemm,rows_per_group,variant
   rounds=4
   shift 2
   if [ $# -gt 0 ] && [ "$1" != -- ]; then rounds=$1; shift; fi
   [ "${1:-}" = -- ] && shift
   args=("$@")
-  [ ${#args[@]} -gt 0 ] || args=(--load both --no-peer --seed 7)
+  if [ ${#args[@]} -eq 0 ]; then
+    if [ "$prog" = bench_moe ]; then
+      args=(--load both --no-peer --seed 7)
+    else
+      args=(--rows "512,2048" --skip "portable,cublaslt,cluster,192,128,64")
+    fi
+  fi
   for t in a b; do "$dir/bench_digest_$t" >"$dir/digest_$t.txt"; done
   if cmp -s "$dir/digest_a.txt" "$dir/digest_b.txt"; then
     echo "ab-bench: digests equal ($(wc -l <"$dir/digest_a.txt") lines): same bits"
@@ -71,23 +89,24 @@ run)
   rm -f "$dir"/ab_[ab]_*.csv
   for r in $(seq 1 "$rounds"); do
     for t in a b; do
-      "$dir/bench_moe_$t" "${args[@]}" --csv "$dir/ab_${t}_$r.csv" >/dev/null 2>"$dir/ab_$t.log" ||
-        { echo "ab-bench: bench_moe_$t failed (see $dir/ab_$t.log)" >&2; exit 1; }
+      "$dir/${prog}_$t" "${args[@]}" --csv "$dir/ab_${t}_$r.csv" >/dev/null 2>"$dir/ab_$t.log" ||
+        { echo "ab-bench: ${prog}_$t failed (see $dir/ab_$t.log)" >&2; exit 1; }
     done
   done
   grep -m1 '^#' "$dir/ab_a_1.csv" | cut -c1-160
-  python3 - "$dir" "$rounds" <<'EOF'
+  python3 - "$dir" "$rounds" "$keys" <<'EOF'
 import csv, statistics, sys
-d, rounds = sys.argv[1], int(sys.argv[2])
+d, rounds, keys = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
 def load(t):
     rows = {}
     for r in range(1, rounds + 1):
         with open(f"{d}/ab_{t}_{r}.csv") as f:
             for row in csv.DictReader(l for l in f if not l.startswith("#")):
-                rows.setdefault((row["config"], int(row["T"]), row["mode"]), []).append(float(row["time_us"]))
+                k = (row[keys[0]], int(row[keys[1]]), row[keys[2]])
+                rows.setdefault(k, []).append(float(row["time_us"]))
     return rows
 a, b = load("a"), load("b")
-print(f"{'config':8} {'T':>6} {'mode':14} {'a_us':>10} {'b_us':>10} {'b/a':>7}  per-round b/a")
+print(f"{keys[0]:8} {keys[1][:6]:>6} {keys[2]:14} {'a_us':>10} {'b_us':>10} {'b/a':>7}  per-round b/a")
 for k in sorted(a):
     if k not in b:
         continue
@@ -97,7 +116,7 @@ for k in sorted(a):
 EOF
   ;;
 *)
-  echo "usage: scripts/ab-bench.sh build DIR A B [ARCH] | run DIR [ROUNDS] [-- bench_moe arguments]" >&2
+  echo "usage: scripts/ab-bench.sh build DIR A B [ARCH] | run|run-gemm DIR [ROUNDS] [-- arguments]" >&2
   exit 2
   ;;
 esac

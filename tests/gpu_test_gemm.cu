@@ -269,8 +269,8 @@ struct variants {
 /* Each case runs every variant three times: without a work counter, then
  * twice with one, from which the kernel claims its tiles (unless built with
  * FP8MOE_MMA_CLAIMED=0, as gpu_test_gemm_static is; the second run needs
- * the first to have left the counter at zero). All three must give the same bits, and the
- * counter must be zero again. */
+ * the first to have left the counter at zero). All three must give the
+ * same bits, and the counter must be zero again. */
 static const int RUNS = 3;
 static int32_t *new_counter(void) {
   int32_t *c = dev_alloc<int32_t>(2);

@@ -504,7 +504,8 @@ static __device__ __forceinline__ void sm90_half_tile(const grouped_gemm_params 
     m1 = fmaxf(m1, s_amax[(wg ^ 1) * 64 + wrow + 8]);
     sm90::named_barrier_sync(1, 256); /* both read before a later half tile writes again */
     const float sc0 = fp8moe_quant_scale(m0), sc1 = fp8moe_quant_scale(m1);
-    sm90_store_swiglu_rows<I, 8>((uint8_t *)p.c, it.n_tile * 128 + 64 * wg + cq, r0, r1, up0, up1, sc0, sc1, lane, v0, v1);
+    sm90_store_swiglu_rows<I, 8>((uint8_t *)p.c, it.n_tile * 128 + 64 * wg + cq, r0, r1, up0, up1, sc0, sc1, lane,
+                                 v0, v1);
     if (cq == 0 && wg == 0) {
       float *cs = p.c_scale + (long long)it.n_tile * p.c_scale_ld;
       if (v0) cs[r0] = sc0;

@@ -80,12 +80,9 @@ run | run-gemm)
       args=(--rows "512,2048" --skip "portable,cublaslt,cluster,192,128,64")
     fi
   fi
-  for t in a b; do "$dir/bench_digest_$t" >"$dir/digest_$t.txt"; done
-  if cmp -s "$dir/digest_a.txt" "$dir/digest_b.txt"; then
-    echo "ab-bench: digests equal ($(wc -l <"$dir/digest_a.txt") lines): same bits"
-  else
-    echo "ab-bench: digests differ in $(diff "$dir/digest_a.txt" "$dir/digest_b.txt" | grep -c '^<') lines"
-  fi
+  # same bits or not (compare-builds.sh; its whole output in DIR/digests.txt)
+  TMPDIR=$dir bash scripts/compare-builds.sh --run "$dir/bench_digest_a" "$dir/bench_digest_b" >"$dir/digests.txt" || true
+  echo "$(tail -n 1 "$dir/digests.txt") [$dir/digests.txt]"
   rm -f "$dir"/ab_[ab]_*.csv
   for r in $(seq 1 "$rounds"); do
     for t in a b; do

@@ -117,11 +117,10 @@ struct mma_tile {
 };
 
 /* Shared memory after the ring: group offsets and tile prefix (G+1 each),
- * the swiglu amax exchange, and with FP8MOE_MMA_CLAIMED the claimed tiles'
- * ring (longer than the loads run ahead of the math: at most 3 tiles). */
+ * the swiglu amax exchange, and the claimed tiles' ring (longer than the
+ * loads run ahead of the math: at most 3 tiles). */
 enum { mma_claim_ring = 8 };
-static constexpr int mma_aux_bytes =
-    2 * (gemm_max_groups + 1) * 4 + 256 * 4 + (FP8MOE_MMA_CLAIMED ? mma_claim_ring * 4 : 0);
+static constexpr int mma_aux_bytes = 2 * (gemm_max_groups + 1) * 4 + 256 * 4 + mma_claim_ring * 4;
 
 template <epilogue EPI, int BM, int BN>
 static inline int mma_smem_bytes(int stages) {
@@ -145,7 +144,7 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
   int *s_off = reinterpret_cast<int *>(smem + stages * T::stage_bytes);
   int *s_pre = s_off + (gemm_max_groups + 1);
   float *s_red = reinterpret_cast<float *>(s_pre + (gemm_max_groups + 1)); /* [warps_n][bm] */
-  int *s_claim = reinterpret_cast<int *>(s_red + 256); /* claimed: [mma_claim_ring], tile j at j % ring */
+  int *s_claim = reinterpret_cast<int *>(s_red + 256); /* [mma_claim_ring]: this CTA's tile j at j % ring */
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int G = p.num_groups;
@@ -168,10 +167,9 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
   /* claimed (FP8MOE_MMA_CLAIMED, given a counter): after tile blockIdx.x,
    * each next tile is claimed (schedule.cuh) as the loads reach it, so
    * CTAs whose tiles cost less (L2 hits: the other m-tiles of a hot
-   * expert) take more of them; the loops then run until a tile id is past
-   * the list */
-  constexpr bool CLAIMS = FP8MOE_MMA_CLAIMED;
-  const bool claimed = CLAIMS && p.tile_counter != nullptr;
+   * expert) take more of them; otherwise the next is tile + gridDim.x.
+   * Either way the loops run until a tile id is past the list. */
+  const bool claimed = FP8MOE_MMA_CLAIMED && p.tile_counter != nullptr;
   if (iters == 0) {
     if (claimed && tid == 0) claims_done(p.tile_counter, (int)gridDim.x);
     return;
@@ -204,10 +202,7 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
     griddep_launch_dependents();
   }
   auto load_next = [&](bool with_b) {
-    bool more; /* the loads have a tile */
-    if constexpr (CLAIMS) more = p_tile < total_tiles;
-    else more = p_it < iters;
-    if (more) {
+    if (p_tile < total_tiles) { /* the loads have a tile */
       const uint32_t st = smem0 + p_ring.stage * T::stage_bytes;
       const int n0 = pc.n_tile * T::bn;
       /* A: bm rows x 8 chunks; past the group's end: zero-fill */
@@ -231,27 +226,21 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
       }
       if (++p_kb == KB) { /* the next tile (p_kb is the same in every thread) */
         p_kb = 0;
-        if constexpr (CLAIMS) {
-          if (claimed) {
-            const int slot = (p_it + 1) / KB % mma_claim_ring; /* this CTA's (p_it + 1) / KB-th tile */
-            if (tid == 0) s_claim[slot] = claim_item(p.tile_counter, (int)gridDim.x);
-            __syncthreads();
-            p_tile = s_claim[slot];
-          }
+        if (claimed) {
+          const int slot = (p_it + 1) / KB % mma_claim_ring; /* this CTA's (p_it + 1) / KB-th tile */
+          if (tid == 0) s_claim[slot] = claim_item(p.tile_counter, (int)gridDim.x);
+          __syncthreads();
+          p_tile = s_claim[slot];
         }
-        if (!CLAIMS || !claimed) p_tile += gridDim.x;
-        bool next; /* the loads have a next tile */
-        if constexpr (CLAIMS) next = p_tile < total_tiles;
-        else next = p_it + 1 < iters;
-        if (next) {
+        if (!claimed) p_tile += gridDim.x;
+        if (p_tile < total_tiles) {
           pc = decode_item(p_tile, s_pre, s_off, G, N_TILES, T::bm);
           pw = weights_of_group<N, K>(p, pc.g);
         }
       }
       p_ring.advance();
-      if constexpr (CLAIMS) ++p_it; /* claimed: the loads made, which name the tile's ring slot */
+      ++p_it; /* the loads made, which name a claimed tile's ring slot */
     }
-    if constexpr (!CLAIMS) ++p_it;
     cp_async_commit(); /* empty groups keep the wait count uniform */
   };
 
@@ -280,18 +269,16 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
   for (int s = 0; s < stages - 1; ++s) load_next(s >= pre); /* stage s is the s-th load */
 
   /* ---- Phase 4: main loop over the flat (tile, kb) sequence ---- */
-  for (int it = 0; it < (CLAIMS ? INT_MAX : iters); ++it) {
+  for (int it = 0; it < INT_MAX; ++it) { /* ends at the break below */
     const int kb = it % KB;
     if (kb == 0) {
-      if constexpr (CLAIMS) {
-        if (it > 0) {
-          /* the loads took this tile, and its claim was published, at least
-           * one barrier ago; its ring slot is rewritten 8 tiles later */
-          c_tile = claimed ? s_claim[it / KB % mma_claim_ring] : c_tile + (int)gridDim.x;
-          if (c_tile >= total_tiles) break;
-        }
+      if (it > 0) {
+        /* a claimed tile: the loads took it, and its claim was published, at
+         * least one barrier ago; its ring slot is rewritten 8 tiles later */
+        c_tile = claimed ? s_claim[it / KB % mma_claim_ring] : c_tile + (int)gridDim.x;
+        if (c_tile >= total_tiles) break;
+        cc = decode_item(c_tile, s_pre, s_off, G, N_TILES, T::bm);
       }
-      if (it > 0) cc = decode_item(c_tile, s_pre, s_off, G, N_TILES, T::bm);
 #pragma unroll
       for (int m = 0; m < T::mi; ++m)
 #pragma unroll
@@ -362,7 +349,6 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
     if (kb != KB - 1) continue;
 
     /* ---- Phase 5: epilogue of the finished tile (epilogue.cuh) ---- */
-    if constexpr (!CLAIMS) c_tile += gridDim.x;
     const int n0 = cc.n_tile * T::bn;
     if constexpr (EPI == epilogue::store_bf16 || EPI == epilogue::store_fp32) {
 #pragma unroll

@@ -77,6 +77,13 @@ struct problem {
   std::vector<int> off;
   std::vector<uint8_t> a, b;
   std::vector<float> sa, sb; /* [K/128][M], [G][N/128][K/128] */
+  /* gathered (rows non-empty): row m of A is row rows[m] of x [x_rows, K]
+   * with scales xs [K/128][x_rows]; a and sa hold the same rows copied,
+   * for the reference */
+  std::vector<int> rows;
+  std::vector<uint8_t> x;
+  std::vector<float> xs;
+  int x_rows = 0;
 };
 
 static void random_fp8(fp8moe_rng *r, std::vector<uint8_t> &v) {
@@ -112,6 +119,24 @@ static problem make_problem(int N, int K, const std::vector<int> &sizes, int pad
   for (auto &s : P.sa) s = (0.5f + rng_uniform(r)) * (1.0f / 256);
   for (auto &s : P.sb) s = (0.5f + rng_uniform(r)) * (1.0f / 256) / sqrtf((float)KB);
   return P;
+}
+
+/* P's A rows taken from x_rows random source rows (the MoE layer's GEMM1
+ * gathering tokens: params.cuh, a_rows) */
+static void gather_rows(problem &P, int x_rows, fp8moe_rng *r) {
+  const int K = P.K, KB = K / 128;
+  P.x_rows = x_rows;
+  P.x.resize((size_t)x_rows * K);
+  random_fp8(r, P.x);
+  P.xs.resize((size_t)KB * x_rows);
+  for (auto &s : P.xs) s = (0.5f + rng_uniform(r)) * (1.0f / 256);
+  P.rows.resize(P.M);
+  for (int m = 0; m < P.M; ++m) {
+    const int i = (int)(rng_next(r) % (uint64_t)x_rows);
+    P.rows[m] = i;
+    memcpy(P.a.data() + (size_t)m * K, P.x.data() + (size_t)i * K, K);
+    for (int kb = 0; kb < KB; ++kb) P.sa[(size_t)kb * P.M + m] = P.xs[(size_t)kb * x_rows + i];
+  }
 }
 
 /* double reference of C for the rows of every group; other rows stay 0 */
@@ -174,14 +199,16 @@ static void reference_swiglu(const problem &P, const std::vector<double> &C, std
 struct dev_problem {
   uint8_t *a, *b;
   float *sa, *sb;
-  int *off;
+  int *off, *rows;
 };
 
 static dev_problem upload(const problem &P) {
+  const bool gather = !P.rows.empty();
   dev_problem d;
-  d.a = dev_upload(P.a.data(), P.a.size());
+  d.a = gather ? dev_upload(P.x.data(), P.x.size()) : dev_upload(P.a.data(), P.a.size());
   d.b = dev_upload(P.b.data(), P.b.size());
-  d.sa = dev_upload(P.sa.data(), P.sa.size());
+  d.sa = gather ? dev_upload(P.xs.data(), P.xs.size()) : dev_upload(P.sa.data(), P.sa.size());
+  d.rows = gather ? dev_upload(P.rows.data(), P.rows.size()) : nullptr;
   d.sb = dev_upload(P.sb.data(), P.sb.size());
   d.off = dev_upload(P.off.data(), P.off.size());
   return d;
@@ -193,13 +220,15 @@ static void release(dev_problem &d) {
   cudaFree(d.sa);
   cudaFree(d.sb);
   cudaFree(d.off);
+  if (d.rows) cudaFree(d.rows);
 }
 
 static grouped_gemm_params params_of(const problem &P, const dev_problem &d) {
   grouped_gemm_params p;
   p.a = d.a;
   p.a_scale = d.sa;
-  p.a_scale_ld = P.M;
+  p.a_scale_ld = d.rows ? P.x_rows : P.M;
+  p.a_rows = d.rows;
   p.b = d.b;
   p.b_scale = d.sb;
   p.group_offset = d.off;
@@ -287,10 +316,11 @@ static void check_counter_left(const char *what, const int32_t *counter) {
  * check against C. */
 template <int N, int K, epilogue EPI>
 static void run_store_case(const char *what_, const std::vector<int> &sizes, int pad_before, int pad_after,
-                           fp8moe_rng *r) {
+                           fp8moe_rng *r, int gather = 0) {
   static_assert(EPI != epilogue::swiglu_quant, "store epilogues only");
   const bool bf16 = EPI == epilogue::store_bf16;
   problem P = make_problem(N, K, sizes, pad_before, pad_after, r);
+  if (gather) gather_rows(P, gather, r);
   dev_problem d = upload(P);
   std::vector<double> C;
   reference_gemm(P, C);
@@ -330,10 +360,11 @@ static void run_store_case(const char *what_, const std::vector<int> &sizes, int
 
 template <int N, int K>
 static void run_swiglu_case(const char *what_, const std::vector<int> &sizes, int pad_before, int pad_after,
-                            fp8moe_rng *r) {
+                            fp8moe_rng *r, int gather = 0) {
   constexpr int I = N / 2;
   typedef variants<N, K, epilogue::swiglu_quant> V;
   problem P = make_problem(N, K, sizes, pad_before, pad_after, r);
+  if (gather) gather_rows(P, gather, r);
   dev_problem d = upload(P);
   std::vector<double> C;
   reference_gemm(P, C);
@@ -504,6 +535,15 @@ Test(gemm_mma, deepseek_decode) {
   fp8moe_rng r = {test_seed("deepseek_decode")};
   run_swiglu_case<4096, 7168>("swiglu N=4096 K=7168 decode", decode_sizes(&r), 0, 5, &r);
   run_store_case<7168, 2048, epilogue::store_bf16>("bf16 N=7168 K=2048 decode", decode_sizes(&r), 0, 5, &r);
+}
+
+/* A gathered by row (params.cuh, a_rows): fewer source rows than rows,
+ * repeats and unused sources included; every variant against the
+ * reference of the copied rows */
+Test(gemm_mma, gathered_rows) {
+  fp8moe_rng r = {test_seed("gathered_rows")};
+  run_swiglu_case<512, 384>("swiglu N=512 K=384 gathered", edge_sizes(&r), 3, 2, &r, 57);
+  run_store_case<512, 384, epilogue::store_bf16>("bf16 N=512 K=384 gathered", edge_sizes(&r), 1, 4, &r, 300);
 }
 
 Test(gemm_mma, empty_launches_nothing) {

@@ -60,6 +60,13 @@ struct problem {
   std::vector<uint8_t> A, B;     /* [m_total, K], [G, N, K] */
   std::vector<float> a_scale;    /* [K/128, a_ld] */
   std::vector<float> b_scale;    /* [G, N/128, K/128] */
+  /* gathered (a_rows non-empty): row m of A is row a_rows[m] of X [x_rows,
+   * K] with scales xs [K/128, x_rows]; A and a_scale hold the same rows
+   * copied, for the reference and for the copy's run */
+  std::vector<int> a_rows;
+  std::vector<uint8_t> X;
+  std::vector<float> xs;
+  int x_rows = 0;
 };
 
 /* Uniform random e4m3 codes without the two NaN codes 0x7F and 0xFF. */
@@ -97,6 +104,31 @@ static problem make_problem(int N, int K, const std::vector<int> &sizes, int lea
   for (auto &s : P.a_scale) s = (0.5f + rng_uniform(r)) / 64.0f;
   P.b_scale.resize((size_t)P.G * (N / 128) * (K / 128));
   for (auto &s : P.b_scale) s = (0.5f + rng_uniform(r)) / 64.0f;
+  return P;
+}
+
+/* P with its A rows taken from x_rows random source rows (repeats and
+ * unused source rows included), as the MoE layer's GEMM1 gathers tokens. */
+static problem gathered(problem P, int x_rows, fp8moe_rng *r) {
+  const int K = P.K, KB = K / 128;
+  P.x_rows = x_rows;
+  P.X.resize((size_t)x_rows * K);
+  random_fp8(r, P.X.data(), P.X.size());
+  P.xs.resize((size_t)KB * x_rows);
+  for (auto &s : P.xs) s = (0.5f + rng_uniform(r)) / 64.0f;
+  P.a_rows.resize(P.m_total);
+  for (int m = 0; m < P.m_total; m++) {
+    const int x = (int)(rng_next(r) % (uint64_t)x_rows);
+    P.a_rows[m] = x;
+    memcpy(P.A.data() + (size_t)m * K, P.X.data() + (size_t)x * K, K);
+    for (int kb = 0; kb < KB; kb++) P.a_scale[(size_t)kb * P.a_ld + m] = P.xs[(size_t)kb * x_rows + x];
+  }
+  return P;
+}
+
+/* The same problem run from the copied rows. */
+static problem copied(problem P) {
+  P.a_rows.clear();
   return P;
 }
 
@@ -170,9 +202,11 @@ static fp8moe_status launch(const grouped_gemm_params &p) {
  * dynamic one) */
 template <int N, int K, epilogue EPI, class CFG = void>
 static gpu_result run_gpu(const problem &P, int *tile_counter = nullptr) {
-  uint8_t *dA = dev_upload(P.A.data(), P.A.size());
+  const bool gather = !P.a_rows.empty();
+  uint8_t *dA = gather ? dev_upload(P.X.data(), P.X.size()) : dev_upload(P.A.data(), P.A.size());
   uint8_t *dB = dev_upload(P.B.data(), P.B.size());
-  float *dsa = dev_upload(P.a_scale.data(), P.a_scale.size());
+  float *dsa = gather ? dev_upload(P.xs.data(), P.xs.size()) : dev_upload(P.a_scale.data(), P.a_scale.size());
+  int *drows = gather ? dev_upload(P.a_rows.data(), P.a_rows.size()) : nullptr;
   float *dsb = dev_upload(P.b_scale.data(), P.b_scale.size());
   int *doff = dev_upload(P.off.data(), P.off.size());
   const size_t cb = out_bytes<N, K, EPI>(P.m_total);
@@ -185,7 +219,8 @@ static gpu_result run_gpu(const problem &P, int *tile_counter = nullptr) {
   grouped_gemm_params p;
   p.a = dA;
   p.a_scale = dsa;
-  p.a_scale_ld = P.a_ld;
+  p.a_scale_ld = gather ? P.x_rows : P.a_ld;
+  p.a_rows = drows;
   p.b = dB;
   p.b_scale = dsb;
   p.group_offset = doff;
@@ -206,6 +241,7 @@ static gpu_result run_gpu(const problem &P, int *tile_counter = nullptr) {
   dev_download(r.c.data(), dC, cb);
   dev_download(r.c_scale.data(), dCs, csn);
   cudaFree(dA); cudaFree(dB); cudaFree(dsa); cudaFree(dsb); cudaFree(doff); cudaFree(dC); cudaFree(dCs);
+  if (drows) cudaFree(drows);
   return r;
 }
 
@@ -415,15 +451,15 @@ Test(gemm_sm90, swiglu_deepseek_gemm1) {
  * give the default configuration's bits, besides meeting the reference. */
 
 template <int N, int K, epilogue EPI, class CFG, class BASE = void>
-static void check_same_bits(const problem &P, const char *name) {
-  gpu_result d = run_gpu<N, K, EPI, BASE>(P);
+static void check_same_bits(const problem &P, const char *name, const problem *base = nullptr) {
+  gpu_result d = run_gpu<N, K, EPI, BASE>(base ? *base : P);
   gpu_result c = run_gpu<N, K, EPI, CFG>(P);
   size_t diff = 0;
   for (size_t i = 0; i < d.c.size(); i++) diff += d.c[i] != c.c[i];
   const bool scales_equal = d.c_scale.size() == c.c_scale.size() &&
                             memcmp(d.c_scale.data(), c.c_scale.data(), d.c_scale.size() * 4) == 0;
   printf("  %-52s %zu of %zu output bytes differ from the %s\n", name, diff, d.c.size(),
-         std::is_void<BASE>::value ? "default tile" : "row-split tile");
+         base ? "copied rows" : std::is_void<BASE>::value ? "default tile" : "row-split tile");
   cr_expect_eq(diff, 0, "%s: %zu output bytes differ", name, diff);
   cr_expect(scales_equal, "%s: output scales differ", name);
 }
@@ -608,6 +644,30 @@ Test(gemm_sm90, cluster_dynamic_schedule) {
   problem D = make_problem(512, 256, edge_sizes(), 4, 6, 5, 3, &r);
   check_dynamic<512, 256, epilogue::swiglu_quant, cfg_cl2>(D, counter, "swiglu N512 K256 G8 cluster 2 dynamic");
   cudaFree(counter);
+}
+
+/* A gathered by row (params.cuh, a_rows; the MoE layer's GEMM1 with
+ * FP8MOE_GATHER_A): the producer's gather warps copy the rows instead of
+ * TMA. The reference, and the same bits as the run from copied rows, for
+ * full, partial, half and swapped tiles. */
+Test(gemm_sm90, gathered_rows) {
+  fp8moe_rng r = seeded("gathered_rows");
+  problem P = gathered(make_problem(512, 256, edge_sizes(), 4, 6, 5, 3, &r), 37, &r);
+  const problem C = copied(P);
+  check_swiglu<512, 256>(P, reference_gemm(P), "swiglu N512 K256 G8 edge sizes, gathered");
+  check_same_bits<512, 256, epilogue::swiglu_quant, void>(P, "swiglu N512 K256 gathered", &C);
+  check_same_bits<512, 256, epilogue::swiglu_quant, cfg_256_half>(P, "swiglu N512 K256 gathered, half tiles", &C);
+  check_same_bits<512, 256, epilogue::swiglu_quant, cfg_256_swap32>(P, "swiglu N512 K256 gathered, swapped", &C);
+  std::vector<int> s = random_sizes(&r, 33, 150);
+  problem Q = gathered(make_problem(384, 256, s, 1, 2, 7, 0, &r), 500, &r);
+  const problem QC = copied(Q);
+  check_store<384, 256, epilogue::store_fp32>(Q, reference_gemm(Q), "fp32 N384 K256 G33, gathered");
+  check_same_bits<384, 256, epilogue::store_fp32, void>(Q, "fp32 N384 K256 G33 gathered", &QC);
+  check_same_bits<384, 256, epilogue::store_fp32, cfg_3wg>(Q, "fp32 N384 K256 G33 gathered, 3 warpgroups", &QC);
+  /* the DeepSeek-V3 GEMM1 shape, one source row per 8 rows (top-8 routing) */
+  problem D = gathered(make_problem(4096, 7168, {0, 1, 63, 65, 129, 40, 7, 0, 300}, 1, 2, 3, 2, &r), 76, &r);
+  const problem DC = copied(D);
+  check_same_bits<4096, 7168, epilogue::swiglu_quant, void>(D, "swiglu N4096 K7168 gathered", &DC);
 }
 
 Test(gemm_sm90, no_rows_and_empty_calls) {

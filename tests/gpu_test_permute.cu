@@ -18,6 +18,8 @@
  *    slots' tokens);
  *  - x_perm row r and its scales x_perm_scale[b][r]: the row and scales of
  *    the token whose slot took r, bit for bit; shared rows hold token t.
+ *    In the gather form (row_token, every case runs both forms) row_token[r]
+ *    is that token and x_perm / x_perm_scale stay untouched.
  * Every output is poisoned first: what must be written must not be poison,
  * rows and scale columns past the used ones and guard words past every
  * buffer must stay poisoned. Shapes: T = 0, 1, odd and large T, one local
@@ -62,6 +64,7 @@ struct front_bufs {
   uint8_t *x_perm;
   float *x_perm_scale;
   long long scale_ld;
+  int *row_token;              /* NULL, or the gather form: each row's token, no copies */
 };
 
 /* decode -> scan -> permute, as detail::moe_front (fp8moe.cuh) chains them.
@@ -99,6 +102,7 @@ void run_front(const front_bufs &b, const char *what) {
   pp.x_perm = b.x_perm;
   pp.x_perm_scale = b.x_perm_scale;
   pp.scale_ld = b.scale_ld;
+  pp.row_token = b.row_token;
   st = permute_rows_launch<K, H>(pp, 0);
   cr_assert_eq(st, FP8MOE_OK, "%s: permute_rows_launch: %s", what, fp8moe_status_string(st));
   CUDA_OK(cudaDeviceSynchronize());
@@ -127,6 +131,7 @@ struct front_case {
   form f;
   pattern pat;
   bool counter;
+  bool gather; /* the gather form (FP8MOE_GATHER_A): row_token instead of x_perm */
 };
 
 /* An id outside [0, E): packed ids are 16 bits (E..65535), unpacked ones any int. */
@@ -194,8 +199,8 @@ void check_front(fp8moe_rng *rng, const front_case &c) {
   const int T = c.T, S = c.S, HB = H / FP8MOE_BLOCK;
   const size_t TK = (size_t)T * K, rows_cap = (size_t)T * (K + S);
   char what[256];
-  snprintf(what, sizeof what, "E=%d K=%d H=%d T=%d E_loc=%d offset=%d S=%d %s %s%s", E, K, H, T, c.E_loc, c.offset, S,
-           form_name[c.f], pattern_name[c.pat], c.counter ? " +counter" : "");
+  snprintf(what, sizeof what, "E=%d K=%d H=%d T=%d E_loc=%d offset=%d S=%d %s %s%s%s", E, K, H, T, c.E_loc, c.offset,
+           S, form_name[c.f], pattern_name[c.pat], c.counter ? " +counter" : "", c.gather ? " gather" : "");
 
   /* ---- inputs ---- */
   std::vector<int32_t> gid;
@@ -263,6 +268,8 @@ void check_front(fp8moe_rng *rng, const front_case &c) {
   float *d_xs = dev_upload(xs.data(), xs.size());
   uint8_t *d_xp = dev_upload(p_x.data(), p_x.size());
   float *d_xps = (float *)dev_upload(p_xs.data(), p_xs.size());
+  std::vector<uint32_t> p_rt(rows_cap + GUARD, POISON32);
+  int *d_rt = c.gather ? (int *)dev_upload(p_rt.data(), p_rt.size()) : NULL;
 
   front_bufs b;
   b.T = T;
@@ -284,6 +291,7 @@ void check_front(fp8moe_rng *rng, const front_case &c) {
   b.x_perm = d_xp;
   b.x_perm_scale = d_xps;
   b.scale_ld = ld;
+  b.row_token = d_rt;
   run_front<E, K, H>(b, what);
 
   std::vector<int32_t> g_se(TK + GUARD), g_row(TK + GUARD), g_cnt(c.E_loc + GUARD), g_off(c.E_loc + 1 + S + GUARD);
@@ -298,6 +306,11 @@ void check_front(fp8moe_rng *rng, const front_case &c) {
   dev_download(g_xs.data(), (const uint32_t *)d_xps, g_xs.size());
   dev_download(g_x.data(), d_xp, g_x.size());
   if (d_invalid) dev_download(&g_invalid, d_invalid, 1);
+  std::vector<int32_t> g_rt(c.gather ? p_rt.size() : 0);
+  if (d_rt) {
+    dev_download(g_rt.data(), d_rt, g_rt.size());
+    CUDA_OK(cudaFree(d_rt));
+  }
   if (c.f != IN_PLACE) { /* in place, they are the slot buffers */
     CUDA_OK(cudaFree(d_ids));
     CUDA_OK(cudaFree(d_w));
@@ -348,6 +361,19 @@ void check_front(fp8moe_rng *rng, const front_case &c) {
   for (int s = 0; s < S; s++)
     for (int t = 0; t < T; t++) row_token[(size_t)total + (size_t)s * T + t] = t;
 
+  if (c.gather) { /* each used row's token; nothing else written, nothing copied */
+    for (size_t r = 0; r < used_rows; r++)
+      cr_assert_eq(g_rt[r], row_token[r], "%s: row_token[%zu] = %d, want %lld", what, r, g_rt[r], row_token[r]);
+    for (size_t r = used_rows; r < g_rt.size(); r++)
+      cr_assert_eq((uint32_t)g_rt[r], POISON32, "%s: row_token[%zu] written, past the %zu used rows", what, r,
+                   used_rows);
+    for (size_t i = 0; i < g_x.size(); i++)
+      if (g_x[i] != X_POISON) cr_assert_fail("%s: x_perm byte %zu written by the gather form", what, i);
+    for (size_t i = 0; i < g_xs.size(); i++)
+      cr_assert_eq(g_xs[i], POISON32, "%s: x_perm_scale word %zu written by the gather form", what, i);
+    return;
+  }
+
   /* ---- x_perm, x_perm_scale: each used row is its token's; the rest untouched ---- */
   for (size_t r = 0; r < rows_cap; r++) {
     const uint8_t *got = &g_x[r * H];
@@ -387,11 +413,12 @@ void front_matrix(const char *name, const int *Ts, int nT, int E_loc, int offset
   for (int ti = 0; ti < nT; ti++)
     for (int p = UNIFORM; p <= NONE_LOCAL; p++) {
       if (p == NONE_LOCAL && E_loc == E) continue;
-      for (int f = PACKED; f <= IN_PLACE; f++) {
-        front_case c = {Ts[ti], E_loc, offset, S, (form)f, (pattern)p, ((ti + p + f) & 1) != 0};
-        check_front<E, K, H>(&rng, c);
-        cases++;
-      }
+      for (int f = PACKED; f <= IN_PLACE; f++)
+        for (int g = 0; g < 2; g++) { /* the copy, and the gather form */
+          front_case c = {Ts[ti], E_loc, offset, S, (form)f, (pattern)p, ((ti + p + f) & 1) != 0, g == 1};
+          check_front<E, K, H>(&rng, c);
+          cases++;
+        }
     }
   fprintf(stderr, "[%s] %d cases passed\n", name, cases);
 }
@@ -445,7 +472,7 @@ Test(gpu_permute, shared_experts) {
 Test(gpu_permute, zero_tokens) {
   fp8moe_rng rng = {fp8moe_test_announce_seed("T=0")};
   for (int f = PACKED; f <= IN_PLACE; f++) {
-    front_case c = {0, 8, 0, 0, (form)f, UNIFORM, f % 2 == 0};
+    front_case c = {0, 8, 0, 0, (form)f, UNIFORM, f % 2 == 0, f == PACKED};
     check_front<8, 2, 128>(&rng, c);
     c.S = 2;
     check_front<8, 2, 128>(&rng, c);

@@ -105,7 +105,7 @@ static decode_params topk_source(const fp8moe_args *a, int routed) {
  * (bench/bench_layer.cuh) runs this same front. */
 template <int E, int K, int H>
 static fp8moe_status moe_front(const fp8moe_args *a, char *ws, const fp8moe_workspace_layout &L, cudaStream_t s,
-                               int routed, bool pdl) {
+                               int routed, bool pdl, int *row_token = nullptr) {
   const int T = a->num_tokens, E_loc = a->local_num_experts, S = a->num_shared_experts;
   int *slot_expert = reinterpret_cast<int *>(ws + L.slot_expert);
   float *slot_weight = reinterpret_cast<float *>(ws + L.slot_weight);
@@ -145,6 +145,7 @@ static fp8moe_status moe_front(const fp8moe_args *a, char *ws, const fp8moe_work
   pp.x_perm = reinterpret_cast<uint8_t *>(ws + L.x_perm);
   pp.x_perm_scale = reinterpret_cast<float *>(ws + L.x_perm_scale);
   pp.scale_ld = (long long)L.scale_ld;
+  pp.row_token = row_token; /* GEMM1 gathers: each row's token instead of the copies */
   return permute_rows_launch<K, H>(pp, s, pdl);
 }
 
@@ -214,13 +215,27 @@ static fp8moe_status moe_run(const fp8moe_args *a, void *workspace, size_t works
     if (!a->batch_invariant && small_takes<E, K, H, I>(T, a->local_num_experts, S, dev.sm_count))
       return small_run<E, K, H, I>(a, ws, L, s, routed, dev, pdl);
   }
-  if ((st = moe_front<E, K, H>(a, ws, L, s, routed, pdl)) != FP8MOE_OK) return st;
+  /* GEMM1 on the Hopper path gathers its rows from hidden_states
+   * (FP8MOE_GATHER_A): the permutation writes each row's token, over the
+   * start of x_perm (which the gather leaves unused until GEMM2's output) */
+  const bool gather =
+      FP8MOE_GATHER_A &&
+      grouped_gemm_takes_sm90<2 * I, H, epilogue::swiglu_quant>(dev, (long long)L.rows, a->local_num_experts + S, pin);
+  int *row_token = gather ? reinterpret_cast<int *>(ws + L.x_perm) : nullptr;
+  if ((st = moe_front<E, K, H>(a, ws, L, s, routed, pdl, row_token)) != FP8MOE_OK) return st;
 
   /* the shared experts are extra groups of both GEMMs, after the local ones */
   grouped_gemm_params g1;
-  g1.a = reinterpret_cast<const uint8_t *>(ws + L.x_perm);
-  g1.a_scale = reinterpret_cast<const float *>(ws + L.x_perm_scale);
-  g1.a_scale_ld = (long long)L.scale_ld;
+  if (gather) {
+    g1.a = static_cast<const uint8_t *>(a->hidden_states);
+    g1.a_scale = a->hidden_states_scale;
+    g1.a_scale_ld = T;
+    g1.a_rows = row_token;
+  } else {
+    g1.a = reinterpret_cast<const uint8_t *>(ws + L.x_perm);
+    g1.a_scale = reinterpret_cast<const float *>(ws + L.x_perm_scale);
+    g1.a_scale_ld = (long long)L.scale_ld;
+  }
   g1.b = static_cast<const uint8_t *>(a->w1);
   g1.b_scale = a->w1_scale;
   g1.b_extra = static_cast<const uint8_t *>(a->shared_w1);
@@ -242,6 +257,8 @@ static fp8moe_status moe_run(const fp8moe_args *a, void *workspace, size_t works
   grouped_gemm_params g2 = g1;
   g2.a = reinterpret_cast<const uint8_t *>(ws + L.act);
   g2.a_scale = reinterpret_cast<const float *>(ws + L.act_scale);
+  g2.a_scale_ld = (long long)L.scale_ld;
+  g2.a_rows = nullptr;
   g2.b = static_cast<const uint8_t *>(a->w2);
   g2.b_scale = a->w2_scale;
   g2.b_extra = static_cast<const uint8_t *>(a->shared_w2);

@@ -132,6 +132,16 @@
 #define FP8MOE_SM90_FP8_WIDE_STORES 0
 #endif
 
+/* GEMM1 reads the tokens' activations where they are (hidden_states,
+ * gathered row by row in the Hopper kernel's producer warps) instead of a
+ * permuted copy, wherever GEMM1 takes the Hopper path: the permutation then
+ * only records each row's token (permute.cuh, index_rows), which saves the
+ * copy's pass over T * (TOP_K + shared experts) rows. The bits are the same
+ * either way. 0: the permuted copy. */
+#ifndef FP8MOE_GATHER_A
+#define FP8MOE_GATHER_A 0
+#endif
+
 /* Tiles of at most 64 rows (decode-sized groups, and the short last tile of
  * a larger group) split by columns between the two consumer warpgroups,
  * instead of one warpgroup running them while the other idles: 1 in calls

@@ -19,6 +19,8 @@
  *      flight) and 1x128 scales into x_perm / x_perm_scale; each (shared
  *      expert s, token t) copies token t into row expert_offset[E_loc] +
  *      s*T + t. No atomics and no block barrier on the copy's path.
+ *      Where GEMM1 gathers its rows (FP8MOE_GATHER_A), index_rows instead
+ *      records each row's token (a thread per slot) and copies nothing.
  * The order of rows inside an expert depends on atomic ordering; the output
  * does not, because every row's GEMM result is independent of where the row
  * sits and the combine sums each token's slots in slot order.
@@ -149,9 +151,30 @@ struct permute_params {
   uint8_t *x_perm;               /* [T*(K+S), H] out */
   float *x_perm_scale;           /* [H/128, scale_ld] out */
   long long scale_ld;
+  /* NULL, or [T*(K+S)] out: each row's token, written instead of the copies
+   * (x_perm, x_perm_scale untouched), for a GEMM1 that gathers its rows */
+  int *row_token = nullptr;
 };
 
 enum { permute_threads = 256, permute_warps = permute_threads / 32 };
+
+/* Work item w of the permutation: (token, slot) w < T*K, then (shared
+ * expert s, token t) at T*K + s*T + t. Its token and its row: a routed
+ * slot's row is its expert's offset + its rank (-1 for a slot of no local
+ * expert; the caller replaces the rank with it); -2 past the last item. */
+template <int K>
+static __device__ __forceinline__ int permuted_row(const permute_params &p, long long w, long long *t) {
+  const long long routed_slots = (long long)p.num_tokens * K;
+  if (w < routed_slots) {
+    const int e = p.slot_expert[w];
+    *t = w / K;
+    return e >= 0 ? p.expert_offset[e] + p.slot_row[w] : -1;
+  }
+  const long long i = w - routed_slots; /* s * T + t */
+  if (i >= (long long)p.num_shared * p.num_tokens) return -2;
+  *t = i % p.num_tokens;
+  return p.expert_offset[p.num_local_experts] + (int)i;
+}
 
 /* A warp per (token, slot), then per (shared expert, token). */
 template <int K, int H>
@@ -160,20 +183,11 @@ __global__ void __launch_bounds__(permute_threads) permute_rows_kernel(permute_p
   griddep_launch_dependents();
   const int lane = threadIdx.x & 31;
   const long long w = (long long)blockIdx.x * permute_warps + (threadIdx.x >> 5);
-  const long long routed_slots = (long long)p.num_tokens * K;
-  long long t;
-  int r;
-  if (w < routed_slots) {
-    const int e = p.slot_expert[w];
-    r = e >= 0 ? p.expert_offset[e] + p.slot_row[w] : -1;
+  long long t = 0;
+  const int r = permuted_row<K>(p, w, &t);
+  if (w < (long long)p.num_tokens * K) {
     __syncwarp(); /* every lane has read the rank before lane 0 replaces it */
     if (lane == 0) p.slot_row[w] = r;
-    t = w / K;
-  } else {
-    const long long i = w - routed_slots; /* s * T + t */
-    if (i >= (long long)p.num_shared * p.num_tokens) return;
-    t = i % p.num_tokens;
-    r = p.expert_offset[p.num_local_experts] + (int)i;
   }
   if (r < 0) return;
   constexpr int V = H / 16, U = 4; /* 16-byte vectors per row; per lane in flight */
@@ -190,6 +204,19 @@ __global__ void __launch_bounds__(permute_threads) permute_rows_kernel(permute_p
   }
   for (int b = lane; b < H / FP8MOE_BLOCK; b += 32)
     p.x_perm_scale[b * p.scale_ld + r] = __ldg(p.x_scale + (long long)b * p.num_tokens + t);
+}
+
+/* The gather form of the permutation (p.row_token): a thread per item,
+ * which records its slot's row and its row's token; nothing is copied. */
+template <int K>
+__global__ void __launch_bounds__(permute_threads) index_rows_kernel(permute_params p) {
+  griddep_wait();
+  griddep_launch_dependents();
+  const long long w = (long long)blockIdx.x * permute_threads + threadIdx.x;
+  long long t = 0;
+  const int r = permuted_row<K>(p, w, &t);
+  if (w < (long long)p.num_tokens * K) p.slot_row[w] = r;
+  if (r >= 0) p.row_token[r] = (int)t;
 }
 
 template <int E>
@@ -215,6 +242,11 @@ static inline fp8moe_status permute_rows_launch(const permute_params &p, cudaStr
   static_assert(H % 16 == 0, "rows are copied 16 bytes at a time");
   long long slots = (long long)p.num_tokens * (K + p.num_shared);
   if (slots == 0) return FP8MOE_OK;
+  if (p.row_token) {
+    FP8MOE__CHECK_CUDA(launch_kernel(index_rows_kernel<K>, dim3((unsigned)ceil_div(slots, (long long)permute_threads)),
+                                     dim3(permute_threads), 0, s, pdl, p));
+    return FP8MOE_OK;
+  }
   FP8MOE__CHECK_CUDA(launch_kernel(permute_rows_kernel<K, H>, dim3((unsigned)ceil_div(slots, (long long)permute_warps)),
                                    dim3(permute_threads), 0, s, pdl, p));
   return FP8MOE_OK;

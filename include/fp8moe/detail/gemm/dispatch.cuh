@@ -34,9 +34,23 @@
 namespace fp8moe {
 namespace detail {
 
-/* pin_path: take the path the device's best kernel would take at every size
- * (Hopper: the wgmma path whatever the rows per group), so that which kernel
- * computes a row never depends on the rest of the call. */
+/* Whether a call of m_total rows in num_groups groups takes the Hopper
+ * path on the current device. pin_path: take the path the device's best
+ * kernel would take at every size (Hopper: the wgmma path whatever the
+ * rows per group), so that which kernel computes a row never depends on
+ * the rest of the call. */
+template <int N, int K, epilogue EPI>
+bool grouped_gemm_takes_sm90(const device_info &dev, long long m_total, int num_groups, bool pin_path) {
+#ifndef FP8MOE_DISABLE_SM90
+  if constexpr (gemm_sm90_supported<N, K, EPI>()) {
+    return dev.cc == 90 && (pin_path || m_total >= (long long)FP8MOE_SM90_MIN_ROWS_PER_GROUP * num_groups) &&
+           sm90_image_present<N, K, EPI>();
+  }
+#endif
+  (void)dev; (void)m_total; (void)num_groups; (void)pin_path;
+  return false;
+}
+
 template <int N, int K, epilogue EPI>
 fp8moe_status grouped_gemm_launch(const grouped_gemm_params &p, cudaStream_t stream, bool pdl = false,
                                   bool pin_path = false) {
@@ -44,18 +58,10 @@ fp8moe_status grouped_gemm_launch(const grouped_gemm_params &p, cudaStream_t str
   device_info dev;
   FP8MOE__GET_DEVICE_INFO(dev);
   if (dev.cc < 89) return FP8MOE_ERROR_UNSUPPORTED_DEVICE;
-
 #ifndef FP8MOE_DISABLE_SM90
-  if constexpr (gemm_sm90_supported<N, K, EPI>()) {
-    if (dev.cc == 90 &&
-        (pin_path || (long long)p.m_total >= (long long)FP8MOE_SM90_MIN_ROWS_PER_GROUP * p.num_groups) &&
-        sm90_image_present<N, K, EPI>())
-      return gemm_sm90_launch<N, K, EPI>(p, stream, pdl);
-  }
-#else
-  (void)pin_path;
+  if (grouped_gemm_takes_sm90<N, K, EPI>(dev, p.m_total, p.num_groups, pin_path))
+    return gemm_sm90_launch<N, K, EPI>(p, stream, pdl);
 #endif
-
   return gemm_mma_launch<N, K, EPI>(p, stream, pdl);
 }
 

@@ -211,7 +211,8 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
         int id = tid + i * T::threads, r = id >> 3, c = id & 7, row = pc.row0 + r;
         if (T::bm * 8 % T::threads != 0 && id >= T::bm * 8) break;
         bool ok = row < pc.row_end;
-        const uint8_t *src = p.a + (ok ? (long long)row * K + p_kb * 128 + c * 16 : 0);
+        const long long arow = ok && p.a_rows ? p.a_rows[row] : row; /* the gather (params.cuh) */
+        const uint8_t *src = p.a + (ok ? arow * K + p_kb * 128 + c * 16 : 0);
         cp_async_16(st + r * 128 + ((c ^ (r & 7)) << 4), src, ok);
       }
       if (with_b) load_b(st, pw, n0, p_kb);
@@ -219,7 +220,8 @@ gemm_mma_e4m3_blockscale_kernel(const grouped_gemm_params p, int stages) {
       if (tid < T::bm) {
         int row = pc.row0 + tid;
         bool ok = row < pc.row_end;
-        cp_async_4(st + T::sa_off + tid * 4, p.a_scale + (ok ? p_kb * p.a_scale_ld + row : 0), ok);
+        const long long arow = ok && p.a_rows ? p.a_rows[row] : row;
+        cp_async_4(st + T::sa_off + tid * 4, p.a_scale + (ok ? p_kb * p.a_scale_ld + arow : 0), ok);
       } else if (tid < T::bm + T::halves) {
         int h = tid - T::bm;
         cp_async_4(st + T::sb_off + h * 4, pw.scale + (long long)((n0 + h * HALF_N) / 128) * KB + p_kb, true);

@@ -15,6 +15,8 @@
  *                                                  rows are contiguous)
  *   B: scale[(g' * N/128 + n/128) * K/128 + kb]   (128x128 blocks; g' and the
  *                                                  array as for B)
+ * With a_rows, A row m is row a_rows[m] of a and its scales are
+ * a_scale[kb * a_scale_ld + a_rows[m]].
  * The block product is accumulated in fp32 and promoted once per K block:
  *   acc += a_scale * b_scale * (sum over the 128 k of the block).
  * A row's result depends only on that row of A and on B: not on the other
@@ -51,9 +53,14 @@ enum { gemm_max_groups = FP8MOE_MAX_EXPERTS + FP8MOE_MAX_SHARED_EXPERTS };
 /* Every field defaults to zero / NULL: extra groups, the SwiGLU coefficients
  * and c_scale are optional. */
 struct grouped_gemm_params {
-  const uint8_t *a = nullptr;           /* [m_total, K] */
+  const uint8_t *a = nullptr;           /* [m_total, K], or with a_rows [a_scale_ld, K] */
   const float *a_scale = nullptr;       /* [K/128, a_scale_ld] */
   long long a_scale_ld = 0;
+  /* NULL, or device [m_total]: row m of the product takes row a_rows[m] of
+   * a and its scales (a gather: the MoE layer's GEMM1 reads the tokens'
+   * activations where they are instead of a permuted copy). Each entry of
+   * a row m < group_offset[num_groups] is in [0, a_scale_ld). */
+  const int *a_rows = nullptr;
   const uint8_t *b = nullptr;           /* [num_groups - extra_groups, N, K] */
   const float *b_scale = nullptr;       /* [num_groups - extra_groups, N/128, K/128] */
   const uint8_t *b_extra = nullptr;     /* [extra_groups, N, K], or NULL when extra_groups = 0 */

@@ -206,10 +206,12 @@ struct sm90_smem_layout {
   static constexpr int amax_offset = offsets_offset + (sm90_max_groups + 1) * 4;
   static constexpr int amax_floats = CFG::swap > 16 ? 8 * CFG::swap : 2 * 64;
   static constexpr int item_offset = amax_offset + amax_floats * 4; /* [STAGES]: the item a stage starts, or -1 */
+  /* [BM]: with a_rows, the source rows of the gather warps' current item */
+  static constexpr int arow_offset = item_offset + CFG::stages * 4;
   /* clusters with claimed items: rank 0's claims for rank 1, [claims] mbarriers then [claims] items */
   static constexpr int claims = CFG::cluster > 1 ? CFG::stages + 1 : 0;
-  static constexpr int claim_offset = (item_offset + CFG::stages * 4 + 7) / 8 * 8;
-  static constexpr int bytes = claims > 0 ? claim_offset + claims * 12 : item_offset + CFG::stages * 4;
+  static constexpr int claim_offset = (arow_offset + CFG::bm * 4 + 7) / 8 * 8;
+  static constexpr int bytes = claims > 0 ? claim_offset + claims * 12 : arow_offset + CFG::bm * 4;
   static constexpr int dynamic_bytes = bytes + 1024; /* slack to align the base to 1024 */
   static_assert((box_rows * 128) % 1024 == 0, "B boxes keep the 1024-byte swizzle-atom alignment");
   static_assert(dynamic_bytes <= 227 * 1024, "the Hopper stage counts (tunables.h) exceed 227 KiB of shared memory");
@@ -693,14 +695,19 @@ __global__ void __launch_bounds__(CFG::threads, 1)
   int *s_off = (int *)(smem + L::offsets_offset);
   float *s_amax = (float *)(smem + L::amax_offset);
   int *s_item = (int *)(smem + L::item_offset);
+  int *s_arow = (int *)(smem + L::arow_offset);
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int G = p.num_groups;
+  /* A gathered by row (p.a_rows): the producer warpgroup's last two warps
+   * copy the A rows with cp.async instead of TMA boxes */
+  const bool gather = p.a_rows != nullptr;
 
   /* ---- setup: barriers, then the work list (schedule.cuh) ---- */
   if (tid == 0) {
     for (int s = 0; s < STAGES; s++) {
-      sm90::mbar_init(&full[s], 1 + 32); /* TMA thread (+ bytes) and the 32 scale lanes */
+      /* TMA thread (+ bytes), the 32 scale lanes and, gathering, the 64 A-row lanes */
+      sm90::mbar_init(&full[s], 1 + 32 + (gather ? 64 : 0));
       sm90::mbar_init(&empty[s], 128 * CFG::consumers + 8 * (CL - 1)); /* every consumer lane (+ each partner warp) */
       sm90::mbar_init(&item_ready[s], 1);
     }
@@ -814,7 +821,7 @@ __global__ void __launch_bounds__(CFG::threads, 1)
     sm90::setmaxnreg_dec<CFG::producer_regs>();
     if (warp == 4 * CFG::consumers) {
       if (sm90::elect_one()) {
-        sm90::tma_prefetch_map(&map_a);
+        if (!gather) sm90::tma_prefetch_map(&map_a);
         sm90::tma_prefetch_map(&map_b);
         if (p.extra_groups > 0) sm90::tma_prefetch_map(&map_b_extra);
         stage_ring ring(STAGES);
@@ -828,7 +835,7 @@ __global__ void __launch_bounds__(CFG::threads, 1)
            * last store tile past column N reads the next weight rows (or
            * zeros), masked the same way. */
           const int rows = min(it.row_end - it.row0, BM);
-          const int a_boxes = (rows + sm90_a_box_rows - 1) / sm90_a_box_rows;
+          const int a_boxes = gather ? 0 : (rows + sm90_a_box_rows - 1) / sm90_a_box_rows;
           /* a cluster partner with no rows loads nothing but keeps its ring in step */
           const uint32_t a_bytes = (uint32_t)(a_boxes * sm90_a_box_rows * 128);
           const uint32_t b_bytes = rows > 0 ? (uint32_t)(BN * 128) : 0u;
@@ -858,6 +865,9 @@ __global__ void __launch_bounds__(CFG::threads, 1)
       int cur = -1, kb = 0;
       work_item it = {0, 0, 0, 0};
       const float *bsrc = nullptr;
+      int arow[BM / 32]; /* the A row (of a, its scales) of each of this lane's tile rows */
+#pragma unroll
+      for (int i = 0; i < BM / 32; i++) arow[i] = 0;
       for (;;) {
         /* every lane waits on both: its copies below are ordered after the
          * consumers' release of the stage, and it learns the stage's item */
@@ -880,17 +890,78 @@ __global__ void __launch_bounds__(CFG::threads, 1)
           const int nblk = EPI == epilogue::swiglu_quant ? lane * (N / 256) + it.n_tile
                                                          : min(it.n_tile * BN / 128 + lane, N / 128 - 1);
           bsrc = weights_of_group<N, K>(p, it.g).scale + (long long)nblk * KB;
+#pragma unroll
+          for (int i = 0; i < BM / 32; i++) {
+            const int r = it.row0 + lane + 32 * i;
+            arow[i] = gather && r < it.row_end ? p.a_rows[r] : r;
+          }
         }
         const float *asrc = p.a_scale + (long long)kb * p.a_scale_ld;
         const uint32_t sa = smem_addr(s_scale_a + ring.stage * BM);
 #pragma unroll
         for (int i = 0; i < BM / 32; i++) {
-          const int r = it.row0 + lane + 32 * i;
-          const bool ok = r < it.row_end;
-          ptx::cp_async_4(sa + 4 * (lane + 32 * i), ok ? asrc + r : p.a_scale, ok);
+          const bool ok = it.row0 + lane + 32 * i < it.row_end;
+          ptx::cp_async_4(sa + 4 * (lane + 32 * i), ok ? asrc + arow[i] : p.a_scale, ok);
         }
         if (lane < NSB) ptx::cp_async_4(smem_addr(s_scale_b + ring.stage * 4 + lane), bsrc + kb, true);
         sm90::cp_async_mbar_arrive(&full[ring.stage]);
+        ring.advance();
+      }
+    } else if (gather && warp <= 4 * CFG::consumers + 3) {
+      /* The gather warps: warp gw copies rows [HR gw, HR gw + HR) of each
+       * stage's A tile, 8 lanes per row (a whole 128-byte line per 8
+       * lanes), into the 128-byte swizzled layout TMA would write (chunk c
+       * of row r at r * 128 + ((c ^ (r % 8)) << 4)); rows past the tile's
+       * end are not copied (their results are masked). wgmma reads the
+       * stage through the async proxy, so a stage's copies are complete
+       * and fenced into it before this lane's arrival: each lane waits for
+       * the previous stage's group once this stage's is issued, fences,
+       * and arrives on the previous stage. */
+      constexpr int HR = BM / 2; /* rows per gather warp */
+      const int gw = warp - (4 * CFG::consumers + 2), q = lane / 8, c = lane % 8;
+      int *my_rows = s_arow + HR * gw; /* this warp's rows' sources, per item */
+      stage_ring ring(STAGES);
+      int cur = -1, kb = 0, rows = 0, pending = -1;
+      for (;;) {
+        sm90::mbar_wait(&empty[ring.stage], ring.phase ^ 1u);
+        sm90::mbar_wait(&item_ready[ring.stage], ring.phase);
+        const int w = s_item[ring.stage];
+        if (w < 0) { /* the closing stage: the last stage's copies, then this lane's arrival */
+          ptx::cp_async_wait<0>();
+          if (pending >= 0) {
+            sm90::fence_proxy_async_shared();
+            sm90::mbar_arrive(&full[pending]);
+          }
+          sm90::mbar_arrive(&full[ring.stage]);
+          break;
+        }
+        if (w == cur) {
+          kb++;
+        } else {
+          cur = w;
+          kb = 0;
+          bool shared_b;
+          const work_item it = item_of(w, &shared_b);
+          rows = min(it.row_end - it.row0, BM) - HR * gw; /* this warp's rows */
+          __syncwarp(); /* every lane's reads of the previous item's rows are done */
+          for (int r = lane; r < HR; r += 32) my_rows[r] = r < rows ? p.a_rows[it.row0 + HR * gw + r] : 0;
+          __syncwarp();
+        }
+        const uint32_t st = smem_addr(smem + ring.stage * stage_bytes) + HR * gw * 128;
+#pragma unroll 4
+        for (int i = 0; i < HR / 4; i++) {
+          const int r = 4 * i + q; /* inside this warp's 64 rows */
+          if (r < rows)
+            ptx::cp_async_16(st + r * 128 + ((c ^ (r & 7)) << 4),
+                             p.a + (long long)my_rows[r] * K + kb * sm90_bk + c * 16, true);
+        }
+        ptx::cp_async_commit();
+        if (pending >= 0) {
+          ptx::cp_async_wait<1>();
+          sm90::fence_proxy_async_shared();
+          sm90::mbar_arrive(&full[pending]);
+        }
+        pending = ring.stage;
         ring.advance();
       }
     }
@@ -1109,7 +1180,7 @@ fp8moe_status gemm_sm90_launch_config(const grouped_gemm_params &p, cudaStream_t
       (p.extra_groups > 0 && (!p.b_extra || !p.b_extra_scale)))
     return FP8MOE_ERROR_NULL_ARGUMENT;
   if (EPI == epilogue::swiglu_quant && !p.c_scale) return FP8MOE_ERROR_NULL_ARGUMENT;
-  if (p.a_scale_ld < p.m_total || (EPI == epilogue::swiglu_quant && p.c_scale_ld < p.m_total))
+  if (p.a_scale_ld < (p.a_rows ? 1 : p.m_total) || (EPI == epilogue::swiglu_quant && p.c_scale_ld < p.m_total))
     return FP8MOE_ERROR_INVALID_SHAPE;
   if (((uintptr_t)p.a | (uintptr_t)p.b | (uintptr_t)p.b_extra | (uintptr_t)p.c) & 15u)
     return FP8MOE_ERROR_MISALIGNED_POINTER;
@@ -1119,7 +1190,8 @@ fp8moe_status gemm_sm90_launch_config(const grouped_gemm_params &p, cudaStream_t
   if (dev.cc != 90 || dev.max_smem_optin < L::dynamic_bytes) return FP8MOE_ERROR_UNSUPPORTED_DEVICE;
 
   CUtensorMap map_a, map_b, map_b_extra;
-  if (!sm90_make_operand_map(&map_a, p.a, (unsigned long long)p.m_total, K, sm90_a_box_rows))
+  /* gathered A rows are copied by the gather warps, without a tensor map */
+  if (!p.a_rows && !sm90_make_operand_map(&map_a, p.a, (unsigned long long)p.m_total, K, sm90_a_box_rows))
     return FP8MOE_ERROR_CUDA;
   if (routed > 0 && !sm90_make_operand_map(&map_b, p.b, (unsigned long long)routed * N, K, L::box_rows))
     return FP8MOE_ERROR_CUDA;
@@ -1128,6 +1200,7 @@ fp8moe_status gemm_sm90_launch_config(const grouped_gemm_params &p, cudaStream_t
     return FP8MOE_ERROR_CUDA;
   if (routed == 0) map_b = map_b_extra;
   if (p.extra_groups == 0) map_b_extra = map_b;
+  if (p.a_rows) map_a = map_b;
 
   constexpr int CL = CFG::cluster;
   const int half_rows = CFG::half == 2 || (CFG::half == 1 && sm90_decode_sized(p)) ? 64 : 0;

@@ -123,15 +123,6 @@
 #define FP8MOE_SM90_STORE_CHUNKS 2
 #endif
 
-/* 1: the Hopper GEMM1's SwiGLU epilogue stores its fp8 results as 16-byte
- * pieces, the quad's bytes of a row traded in two shuffle rounds so that
- * each quad writes whole sectors (epilogue.cuh, store_fp8_row_segment), as
- * the bf16 stores do; 0: each lane stores its 2-byte pairs. Same bytes
- * either way. Off until it is measured (gpu_test_gemm_sm90_wide covers it). */
-#ifndef FP8MOE_SM90_FP8_WIDE_STORES
-#define FP8MOE_SM90_FP8_WIDE_STORES 0
-#endif
-
 /* GEMM1 reads the tokens' activations where they are (hidden_states,
  * gathered row by row in the Hopper kernel's producer warps) instead of a
  * permuted copy, wherever GEMM1 takes the Hopper path: the permutation then

@@ -275,6 +275,21 @@ static __device__ __forceinline__ void sm90_fence_regs(float (&r)[W]) {
   for (int i = 0; i < W; i++) sm90::fence_operand(r[i]);
 }
 
+/* 1: each gather lane waits for a stage's copies, fences them into the
+ * async proxy and arrives one stage late; 0: the copies arrive on
+ * completion (cp.async.mbarrier.arrive.noinc) and every consumer thread
+ * fences after its wait on a full stage, before its wgmmas read it. */
+#ifndef FP8MOE_SM90_GATHER_LAG
+#define FP8MOE_SM90_GATHER_LAG 1
+#endif
+
+/* A consumer's wait for a full stage (and, with FP8MOE_SM90_GATHER_LAG=0,
+ * its fence before the wgmmas read rows the gather warps copied). */
+static __device__ __forceinline__ void sm90_wait_full(uint64_t *full, const stage_ring &ring) {
+  sm90::mbar_wait(&full[ring.stage], ring.phase);
+  if constexpr (!FP8MOE_SM90_GATHER_LAG) sm90::fence_proxy_async_shared();
+}
+
 /* The 4 k32 wgmmas of slice c of the stage at byte offset soff << 4 into
  * tmp, committed as one group. */
 template <class CFG>
@@ -337,7 +352,7 @@ static __device__ __forceinline__ void sm90_mainloop(float (&acc)[CFG::nsub][CFG
   constexpr uint32_t stage_bytes = sm90_smem_layout<CFG, EPI>::stage_bytes;
   float f[2][NSB];
   for (int kb = 0; kb < KB; kb++) {
-    sm90::mbar_wait(&full[ring.stage], ring.phase);
+    sm90_wait_full(full, ring);
     sm90_load_scales<CFG::bm>(f, s_scale_a, s_scale_b, ring.stage, srow); /* into registers before the release */
     const uint64_t soff = (uint64_t)((ring.stage * stage_bytes) >> 4);
 #pragma unroll
@@ -372,7 +387,7 @@ static __device__ __forceinline__ void sm90_mainloop_pipelined(float (&acc)[CFG:
   constexpr uint32_t stage_bytes = sm90_smem_layout<CFG, EPI>::stage_bytes;
   float f[2][NSB];
   for (int kb = 0; kb < KB; kb++) {
-    sm90::mbar_wait(&full[ring.stage], ring.phase);
+    sm90_wait_full(full, ring);
     sm90_load_scales<CFG::bm>(f, s_scale_a, s_scale_b, ring.stage, srow);
     const uint64_t soff = (uint64_t)((ring.stage * stage_bytes) >> 4);
     sm90_issue_slice<CFG>(0, tmp0, desc_a0, desc_b0, soff);
@@ -397,28 +412,15 @@ static __device__ __forceinline__ void sm90_mainloop_pipelined(float (&acc)[CFG:
  * intermediate ([rows, I] fp8), J groups of 8 columns: up0 and up1 hold
  * columns col0 + 8j, +1 (col0 = the slice's first column + 2 (lane % 4)),
  * sc0 and sc1 are the rows' block scales; v0 and v1 mask rows past the
- * group's end. Every lane of the warp calls it (the wide stores'
- * shuffles). */
+ * group's end. */
 template <int I, int J>
 static __device__ __forceinline__ void sm90_store_swiglu_rows(uint8_t *out, int col0, int r0, int r1,
                                                               const float (&up0)[2 * J], const float (&up1)[2 * J],
                                                               float sc0, float sc1, int lane, bool v0, bool v1) {
-  if constexpr (FP8MOE_SM90_FP8_WIDE_STORES) {
-    uint16_t q0[J], q1[J];
 #pragma unroll
-    for (int j = 0; j < J; j++) {
-      q0[j] = e4m3x2_quantize(up0[2 * j], up0[2 * j + 1], sc0);
-      q1[j] = e4m3x2_quantize(up1[2 * j], up1[2 * j + 1], sc1);
-    }
-    const int col = col0 - 2 * (lane % 4);
-    store_fp8_row_segment<J>(out + (long long)r0 * I + col, q0, lane, v0);
-    store_fp8_row_segment<J>(out + (long long)r1 * I + col, q1, lane, v1);
-  } else {
-#pragma unroll
-    for (int j = 0; j < J; j++) {
-      if (v0) *(uint16_t *)(out + (long long)r0 * I + col0 + 8 * j) = e4m3x2_quantize(up0[2 * j], up0[2 * j + 1], sc0);
-      if (v1) *(uint16_t *)(out + (long long)r1 * I + col0 + 8 * j) = e4m3x2_quantize(up1[2 * j], up1[2 * j + 1], sc1);
-    }
+  for (int j = 0; j < J; j++) {
+    if (v0) *(uint16_t *)(out + (long long)r0 * I + col0 + 8 * j) = e4m3x2_quantize(up0[2 * j], up0[2 * j + 1], sc0);
+    if (v1) *(uint16_t *)(out + (long long)r1 * I + col0 + 8 * j) = e4m3x2_quantize(up1[2 * j], up1[2 * j + 1], sc1);
   }
 }
 
@@ -447,7 +449,7 @@ static __device__ __forceinline__ void sm90_half_tile(const grouped_gemm_params 
 #pragma unroll
   for (int i = 0; i < WH / 2; i++) tmp[i] = 0.0f;
   for (int kb = 0; kb < KB; kb++) {
-    sm90::mbar_wait(&full[ring.stage], ring.phase);
+    sm90_wait_full(full, ring);
     const float sa0 = s_scale_a[ring.stage * CFG::bm + wrow], sa1 = s_scale_a[ring.stage * CFG::bm + wrow + 8];
     float f[NS][2];
 #pragma unroll
@@ -556,7 +558,7 @@ static __device__ __forceinline__ void sm90_swapped_tile(const grouped_gemm_para
 #pragma unroll
     for (int i = 0; i < TN / 2; i++) acc[mb][i] = 0.0f, tmp[mb][i] = 0.0f;
   for (int kb = 0; kb < KB; kb++) {
-    sm90::mbar_wait(&full[ring.stage], ring.phase);
+    sm90_wait_full(full, ring);
     float sa[J][2], f[MB][J][2];
 #pragma unroll
     for (int j = 0; j < J; j++)
@@ -928,7 +930,7 @@ __global__ void __launch_bounds__(CFG::threads, 1)
         const int w = s_item[ring.stage];
         if (w < 0) { /* the closing stage: the last stage's copies, then this lane's arrival */
           ptx::cp_async_wait<0>();
-          if (pending >= 0) {
+          if (FP8MOE_SM90_GATHER_LAG && pending >= 0) {
             sm90::fence_proxy_async_shared();
             sm90::mbar_arrive(&full[pending]);
           }
@@ -954,6 +956,11 @@ __global__ void __launch_bounds__(CFG::threads, 1)
           if (r < rows)
             ptx::cp_async_16(st + r * 128 + ((c ^ (r & 7)) << 4),
                              p.a + (long long)my_rows[r] * K + kb * sm90_bk + c * 16, true);
+        }
+        if (!FP8MOE_SM90_GATHER_LAG) {
+          sm90::cp_async_mbar_arrive(&full[ring.stage]);
+          ring.advance();
+          continue;
         }
         ptx::cp_async_commit();
         if (pending >= 0) {

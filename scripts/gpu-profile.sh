@@ -15,7 +15,7 @@ mkdir -p "$OUT"
 cfg=${1:-dsv3}
 tokens=${2:-1,128,4096,16384}
 NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-kernels='regex:routing_kernel|decode_topk|scan_expert|permute_rows|gemm_mma_e4m3|gemm_sm90|combine_kernel'
+kernels='regex:routing_kernel|decode_topk|scan_expert|permute_rows|index_rows|gemm_mma_e4m3|gemm_sm90|combine_kernel'
 metrics=gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed,sm__inst_executed_pipe_tensor_op_gmma.avg.pct_of_peak_sustained_elapsed,launch__grid_size,launch__registers_per_thread
 for T in ${tokens//,/ }; do
   # the first layer runs are the bench's non-routed warm-up: skip two runs (7 kernels each), profile the third

@@ -17,9 +17,9 @@ tools=${TOOLS:-"memcheck racecheck initcheck synccheck"}
 # slower, so each program runs the tests that reach all of its kernels at
 # small sizes: routing (grouped DeepSeekV3 and hostile E=512 K=16) and the
 # quantizer; both GEMM paths with every epilogue and edge-sized groups, the
-# Hopper one also with its work items claimed from a counter; the
-# whole layer (decode/scan/permute/combine, both GEMM paths: Qwen3-30B at
-# T=1..1000) with invalid ids and hostile weights.
+# Hopper one also with its work items claimed from a counter and with its
+# A rows gathered; the whole layer (decode/scan/permute/combine, both GEMM
+# paths: Qwen3-30B at T=1..1000) with invalid ids and hostile weights.
 runs=(
   "gpu_test_routing:gpu_routing/e256_k8_deepseek"
   "gpu_test_routing:gpu_routing/hostile_e512_k16"
@@ -29,6 +29,7 @@ runs=(
   "gpu_test_gemm_sm90:gemm_sm90/swiglu_edge_groups"
   "gpu_test_gemm_sm90:gemm_sm90/store_fp32_33_groups"
   "gpu_test_gemm_sm90:gemm_sm90/dynamic_schedule"
+  "gpu_test_gemm_sm90:gemm_sm90/gathered_rows"
   "gpu_test_moe:moe/qwen3_30b"
   "gpu_test_moe:moe/invalid_routed_ids"
   "gpu_test_robust:robust/hostile_routed_input"

@@ -133,6 +133,19 @@
 #define FP8MOE_GATHER_A 0
 #endif
 
+/* How the Hopper kernel's gather warps hand a stage of copied A rows to the
+ * wgmmas, which read shared memory through the async proxy. 1: each lane
+ * waits for its copies of the stage (cp.async.wait_group), fences them into
+ * the async proxy and arrives on the stage's full barrier, one stage late
+ * (once the next stage's copies are issued; an item's last stage at once).
+ * 0: the copies arrive on
+ * completion (cp.async.mbarrier.arrive.noinc) and every consumer thread
+ * fences after its wait on a full stage, before its wgmmas (a fence per
+ * consumer thread and K block in every call, gathered or not). */
+#ifndef FP8MOE_SM90_GATHER_LAG
+#define FP8MOE_SM90_GATHER_LAG 1
+#endif
+
 /* Tiles of at most 64 rows (decode-sized groups, and the short last tile of
  * a larger group) split by columns between the two consumer warpgroups,
  * instead of one warpgroup running them while the other idles: 1 in calls

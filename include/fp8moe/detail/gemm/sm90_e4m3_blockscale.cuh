@@ -275,14 +275,6 @@ static __device__ __forceinline__ void sm90_fence_regs(float (&r)[W]) {
   for (int i = 0; i < W; i++) sm90::fence_operand(r[i]);
 }
 
-/* 1: each gather lane waits for a stage's copies, fences them into the
- * async proxy and arrives one stage late; 0: the copies arrive on
- * completion (cp.async.mbarrier.arrive.noinc) and every consumer thread
- * fences after its wait on a full stage, before its wgmmas read it. */
-#ifndef FP8MOE_SM90_GATHER_LAG
-#define FP8MOE_SM90_GATHER_LAG 1
-#endif
-
 /* A consumer's wait for a full stage (and, with FP8MOE_SM90_GATHER_LAG=0,
  * its fence before the wgmmas read rows the gather warps copied). */
 static __device__ __forceinline__ void sm90_wait_full(uint64_t *full, const stage_ring &ring) {
@@ -916,9 +908,10 @@ __global__ void __launch_bounds__(CFG::threads, 1)
        * of row r at r * 128 + ((c ^ (r % 8)) << 4)); rows past the tile's
        * end are not copied (their results are masked). wgmma reads the
        * stage through the async proxy, so a stage's copies are complete
-       * and fenced into it before this lane's arrival: each lane waits for
-       * the previous stage's group once this stage's is issued, fences,
-       * and arrives on the previous stage. */
+       * and fenced into it before this lane's arrival
+       * (FP8MOE_SM90_GATHER_LAG): each lane waits for the previous stage's
+       * group once this stage's is issued, fences, and arrives on the
+       * previous stage; an item's last stage it hands over at once. */
       constexpr int HR = BM / 2; /* rows per gather warp */
       const int gw = warp - (4 * CFG::consumers + 2), q = lane / 8, c = lane % 8;
       int *my_rows = s_arow + HR * gw; /* this warp's rows' sources, per item */
@@ -963,12 +956,23 @@ __global__ void __launch_bounds__(CFG::threads, 1)
           continue;
         }
         ptx::cp_async_commit();
-        if (pending >= 0) {
-          ptx::cp_async_wait<1>();
+        if (kb == KB - 1) {
+          /* an item's last stage goes without the lag: its hand-over must
+           * not wait for the next item, which the TMA thread may still be
+           * claiming */
+          ptx::cp_async_wait<0>();
           sm90::fence_proxy_async_shared();
-          sm90::mbar_arrive(&full[pending]);
+          if (pending >= 0) sm90::mbar_arrive(&full[pending]);
+          sm90::mbar_arrive(&full[ring.stage]);
+          pending = -1;
+        } else {
+          if (pending >= 0) {
+            ptx::cp_async_wait<1>();
+            sm90::fence_proxy_async_shared();
+            sm90::mbar_arrive(&full[pending]);
+          }
+          pending = ring.stage;
         }
-        pending = ring.stage;
         ring.advance();
       }
     }

@@ -8,8 +8,9 @@
  *    registers each after setmaxnreg.inc), warpgroup 2 is the producer (40
  *    registers after setmaxnreg.dec): in warp 8 one elected thread takes
  *    the work items and issues TMA, warp 9 copies the block scales with
- *    cp.async, warps 10-11 exit. ptxas caps the kernel at 168 registers
- *    (65536 / 384) and allocates each branch up to its setmaxnreg value;
+ *    cp.async, warps 10-11 exit (or gather A rows, below). ptxas caps
+ *    the kernel at 168 registers (65536 / 384) and allocates each branch
+ *    up to its setmaxnreg value;
  *    40/232 is the split with no spills (tunables.h:
  *    FP8MOE_SM90_PRODUCER_REGS / _CONSUMER_REGS). With three consumer
  *    warpgroups (CONS in sm90_config) the CTA has 512 threads, warpgroup 3
@@ -69,6 +70,12 @@
  *    warpgroups on half of the columns each in calls whose groups average
  *    at most 64 rows (decode sizes; HALF in sm90_config), else by
  *    warpgroup 0 alone while warpgroup 1 only keeps the barrier protocol.
+ *  - Gathered A (params.cuh, a_rows; the MoE layer's GEMM1 with
+ *    FP8MOE_GATHER_A): warps 10-11 copy each stage's A rows from their
+ *    source rows with cp.async into the layout TMA writes, hand each stage
+ *    over through the async proxy (FP8MOE_SM90_GATHER_LAG), and the TMA
+ *    thread loads only the weights; the scale warp reads each row's
+ *    scales at its source row.
  *  - Early weights (params.cuh, early_weights; no clusters): a CTA reads
  *    the offsets and issues its first item's weight boxes for up to STAGES
  *    K blocks (each stage's full barrier told their bytes with expect_tx)
@@ -945,7 +952,7 @@ __global__ void __launch_bounds__(CFG::threads, 1)
         const uint32_t st = smem_addr(smem + ring.stage * stage_bytes) + HR * gw * 128;
 #pragma unroll 4
         for (int i = 0; i < HR / 4; i++) {
-          const int r = 4 * i + q; /* inside this warp's 64 rows */
+          const int r = 4 * i + q; /* inside this warp's HR rows */
           if (r < rows)
             ptx::cp_async_16(st + r * 128 + ((c ^ (r & 7)) << 4),
                              p.a + (long long)my_rows[r] * K + kb * sm90_bk + c * 16, true);

@@ -65,6 +65,9 @@ one() { # tool prog filter gpu -> one summary line on stdout
   CUDA_VISIBLE_DEVICES=$gpu timeout ${PER_RUN_TIMEOUT:-150} "$CS" --tool "$tool" --target-processes all \
     --error-exitcode 99 "${extra[@]}" "$B/$prog" --jobs=1 --filter="$filt" >"$log" 2>&1
   local rc=$?
+  # timed out: timeout stops the sanitizer, not always the program under it,
+  # which would go on using the GPU (and skew whatever runs next)
+  [ "$rc" = 124 ] && pkill -KILL -f -- "$prog --jobs=1 --filter=$filt" 2>/dev/null
   local res syn
   res=$(grep -a -E "ERROR SUMMARY|RACECHECK SUMMARY" "$log" | sort | uniq -c | tr -s ' ' | tr '\n' ';')
   syn=$(grep -a "Synthesis" "$log" | tail -1 | sed 's/.*Synthesis: //')

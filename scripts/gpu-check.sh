@@ -5,6 +5,9 @@
 # a short pass/fail summary, also written line by line to $OUT/summary.txt
 # (complete up to the last finished program if the run is cut short).
 #   usage: bash scripts/gpu-check.sh [test-name-filter]
+# JOBS=n runs n test programs at once (default 1: in turn); the programs
+# share the GPU, so their own timings mean nothing then, and the benchmark
+# (BENCH) still runs alone, after them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=.bundle
@@ -15,16 +18,23 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --f
 : >"$OUT/summary.txt"
 note() { printf '%s\n' "$1" >>"$OUT/summary.txt"; }
 filter=${1:-}
-for t in "$B"/gpu_test_*; do
+one() { # test program -> its summary line, and its failures on stdout
+  local t=$1 name start rc syn
   name=$(basename "$t")
-  [ -n "$filter" ] && [[ "$name" != *$filter* ]] && continue
   start=$(date +%s)
   "$t" --verbose --jobs=1 >"$OUT/$name.log" 2>&1
   rc=$?
   syn=$(grep -a "Synthesis" "$OUT/$name.log" | tail -1 | sed 's/.*Synthesis: //')
   note "$(printf '%-26s rc=%-3s %4ss  %s' "$name" "$rc" "$(( $(date +%s) - start ))" "$syn")"
   grep -a -E "\[(FAIL|----)\]|rel L2|seed" "$OUT/$name.log" | grep -av "Criterion v" | head -40
+}
+for t in "$B"/gpu_test_*; do
+  name=$(basename "$t")
+  [ -n "$filter" ] && [[ "$name" != *$filter* ]] && continue
+  while [ "$(jobs -rp | wc -l)" -ge "${JOBS:-1}" ]; do wait -n; done
+  one "$t" &
 done
+wait
 if [ -z "$filter" ] || [ "$filter" = examples ]; then
   for ex in routed_moe moe c_api_demo; do
     [ -x "$B/$ex" ] || continue

@@ -138,10 +138,10 @@
  * waits for its copies of the stage (cp.async.wait_group), fences them into
  * the async proxy and arrives on the stage's full barrier, one stage late
  * (once the next stage's copies are issued; an item's last stage at once).
- * 0: the copies arrive on
- * completion (cp.async.mbarrier.arrive.noinc) and every consumer thread
- * fences after its wait on a full stage, before its wgmmas (a fence per
- * consumer thread and K block in every call, gathered or not). */
+ * 0: the copies arrive on completion (cp.async.mbarrier.arrive.noinc) and
+ * every consumer thread fences after its wait on a full stage, before its
+ * wgmmas (a fence per consumer thread and K block in every call, gathered
+ * or not). */
 #ifndef FP8MOE_SM90_GATHER_LAG
 #define FP8MOE_SM90_GATHER_LAG 1
 #endif

@@ -415,7 +415,7 @@ static __device__ __forceinline__ void sm90_mainloop_pipelined(float (&acc)[CFG:
 template <int I, int J>
 static __device__ __forceinline__ void sm90_store_swiglu_rows(uint8_t *out, int col0, int r0, int r1,
                                                               const float (&up0)[2 * J], const float (&up1)[2 * J],
-                                                              float sc0, float sc1, int lane, bool v0, bool v1) {
+                                                              float sc0, float sc1, bool v0, bool v1) {
 #pragma unroll
   for (int j = 0; j < J; j++) {
     if (v0) *(uint16_t *)(out + (long long)r0 * I + col0 + 8 * j) = e4m3x2_quantize(up0[2 * j], up0[2 * j + 1], sc0);
@@ -507,8 +507,7 @@ static __device__ __forceinline__ void sm90_half_tile(const grouped_gemm_params 
     m1 = fmaxf(m1, s_amax[(wg ^ 1) * 64 + wrow + 8]);
     sm90::named_barrier_sync(1, 256); /* both read before a later half tile writes again */
     const float sc0 = fp8moe_quant_scale(m0), sc1 = fp8moe_quant_scale(m1);
-    sm90_store_swiglu_rows<I, 8>((uint8_t *)p.c, it.n_tile * 128 + 64 * wg + cq, r0, r1, up0, up1, sc0, sc1, lane,
-                                 v0, v1);
+    sm90_store_swiglu_rows<I, 8>((uint8_t *)p.c, it.n_tile * 128 + 64 * wg + cq, r0, r1, up0, up1, sc0, sc1, v0, v1);
     if (cq == 0 && wg == 0) {
       float *cs = p.c_scale + (long long)it.n_tile * p.c_scale_ld;
       if (v0) cs[r0] = sc0;
@@ -928,12 +927,8 @@ __global__ void __launch_bounds__(CFG::threads, 1)
         sm90::mbar_wait(&empty[ring.stage], ring.phase ^ 1u);
         sm90::mbar_wait(&item_ready[ring.stage], ring.phase);
         const int w = s_item[ring.stage];
-        if (w < 0) { /* the closing stage: the last stage's copies, then this lane's arrival */
+        if (w < 0) { /* the closing stage (every item's last stage is handed over already) */
           ptx::cp_async_wait<0>();
-          if (FP8MOE_SM90_GATHER_LAG && pending >= 0) {
-            sm90::fence_proxy_async_shared();
-            sm90::mbar_arrive(&full[pending]);
-          }
           sm90::mbar_arrive(&full[ring.stage]);
           break;
         }
@@ -1075,7 +1070,7 @@ __global__ void __launch_bounds__(CFG::threads, 1)
           }
         const float sc0 = fp8moe_quant_scale(quad_max(swiglu_segment(up0, gate0, coeffs)));
         const float sc1 = fp8moe_quant_scale(quad_max(swiglu_segment(up1, gate1, coeffs)));
-        sm90_store_swiglu_rows<I, 16>((uint8_t *)p.c, it.n_tile * 128 + cq, r0, r1, up0, up1, sc0, sc1, lane, v0, v1);
+        sm90_store_swiglu_rows<I, 16>((uint8_t *)p.c, it.n_tile * 128 + cq, r0, r1, up0, up1, sc0, sc1, v0, v1);
         if (cq == 0) {
           float *cs = p.c_scale + (long long)it.n_tile * p.c_scale_ld;
           if (v0) cs[r0] = sc0;
